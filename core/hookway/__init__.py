@@ -1,0 +1,6 @@
+"""hookway: a plugin-based AI gateway."""
+
+from .hookspecs import hookimpl
+
+__version__ = "0.1.0"
+__all__ = ["hookimpl", "__version__"]

@@ -1,0 +1,240 @@
+"""Builds the aiohttp application from a :class:`hookway.config.Config`.
+
+Start-up order: load and configure plugins -> collect dialects and provider adapter classes ->
+create one adapter per configured provider -> let plugins add routes -> compile per-request hook
+tables (done in plugins.load) -> freeze. Sessions, background tasks and plugin resources live in
+aiohttp's ``cleanup_ctx`` so they start inside the event loop and close on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import logging
+import time
+from typing import Any, Callable
+
+import structlog
+from aiohttp import web
+
+from .config import Config, ConfigError
+from .pipeline import LogRecord, Pipeline
+from .plugins import LoadedPlugins, load as load_plugins
+from .providers import ProviderAdapter
+
+GATEWAY_KEY = web.AppKey("hookway_gateway", object)
+
+log = structlog.get_logger("hookway")
+
+
+class LogQueue:
+    """A bounded buffer of finished request records, drained in batches by a background task so
+    sinks never slow a request down. When full, records are dropped and counted."""
+
+    def __init__(self, sinks: list[Callable], maxsize: int, batch: int = 500, interval: float = 0.05):
+        self.sinks = sinks
+        self.maxsize = maxsize
+        self.batch = batch
+        self.interval = interval
+        self.items: list[LogRecord] = []
+        self.dropped = 0
+        self.delivered = 0
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    def put(self, record: LogRecord) -> None:
+        if len(self.items) >= self.maxsize:
+            self.dropped += 1
+            if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+                log.warning("log_records_dropped", dropped=self.dropped, queue_size=self.maxsize)
+            return
+        self.items.append(record)
+        if len(self.items) >= self.batch:
+            self._wakeup.set()
+
+    async def _deliver(self, batch: list[LogRecord]) -> None:
+        for sink in self.sinks:
+            try:
+                result = sink(records=batch)
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                log.exception("log_sink_failed", sink=getattr(sink, "__qualname__", repr(sink)))
+        self.delivered += len(batch)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), self.interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wakeup.clear()
+            await self.drain()
+
+    async def drain(self) -> None:
+        while self.items:
+            batch, self.items = self.items[:self.batch], self.items[self.batch:]
+            await self._deliver(batch)
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        await self.drain()   # flush on graceful shutdown
+
+
+class Gateway(Pipeline):
+    """The running gateway: config, plugins, dialects, adapters, compiled hook tables."""
+
+    def __init__(self, config: Config, extra_plugins: dict[str, Any] | None = None,
+                 available_plugins: dict[str, Any] | None = None):
+        self.config = config
+        self.log = log
+        self.debug = config.server.log_level == "debug"
+        self.log_content = False          # set True by a sink that stores content (see docs)
+        self.dialects: dict[str, Any] = {}
+        self.adapter_types: dict[str, type[ProviderAdapter]] = {}
+        self.adapters: dict[str, ProviderAdapter] = {}
+        self.admin_routes: list[str] = []
+        self.log_queue: LogQueue | None = None
+        self.tables = {}
+        self.plugins: LoadedPlugins = load_plugins(config, self, available_plugins, extra_plugins)
+        self.tables = self.plugins.tables
+
+        def add_dialect(dialect):
+            self.dialects[dialect.name] = dialect
+
+        def add_adapter(type_name: str, cls: type[ProviderAdapter]):
+            self.adapter_types[type_name] = cls
+
+        self.plugins.call_startup("hookway_register_dialects", register=add_dialect)
+        self.plugins.call_startup("hookway_register_providers", register=add_adapter)
+        problems = []
+        for name, pconf in config.providers.items():
+            cls = self.adapter_types.get(pconf.type)
+            if cls is None:
+                problems.append(
+                    f"providers.{name}: type {pconf.type!r} is provided by no enabled plugin "
+                    f"(enabled types: {', '.join(sorted(self.adapter_types)) or 'none'}; "
+                    f"enable the plugin that provides it under plugins:, e.g. `{pconf.type}: {{}}`)")
+                continue
+            self.adapters[name] = cls(pconf, self)
+        if problems:
+            raise ConfigError(problems)
+        sinks = [fn for _, fn in self.plugins.impls("hookway_log", self.plugins.all_names)]
+        if sinks:
+            self.log_queue = LogQueue(sinks, config.server.log_queue_size)
+
+    # --- provider management at run time (used by management APIs) ---
+
+    async def set_provider(self, pconf) -> None:
+        """Add or replace a provider while running; effective for the next request."""
+        cls = self.adapter_types.get(pconf.type)
+        if cls is None:
+            raise ConfigError(f"providers.{pconf.name}: type {pconf.type!r} is provided by no enabled plugin")
+        adapter = cls(pconf, self)
+        await adapter.start()
+        old = self.adapters.get(pconf.name)
+        self.adapters = {**self.adapters, pconf.name: adapter}
+        if old is not None:
+            asyncio.get_running_loop().call_later(60, lambda: asyncio.ensure_future(old.close()))
+
+    async def remove_provider(self, name: str) -> bool:
+        old = self.adapters.get(name)
+        if old is None:
+            return False
+        self.adapters = {k: v for k, v in self.adapters.items() if k != name}
+        asyncio.get_running_loop().call_later(60, lambda: asyncio.ensure_future(old.close()))
+        return True
+
+    # --- the aiohttp application ---
+
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.server.max_body_bytes)
+        app[GATEWAY_KEY] = self
+        app.router.add_get("/health", self._health)
+        self.plugins.call_startup("hookway_register_routes", router=app.router, gateway=self)
+        app.cleanup_ctx.append(self._lifecycle)
+        for ctx_fn in self.plugins.call_startup("hookway_cleanup_ctx", names=self.plugins.all_names,
+                                                gateway=self):
+            app.cleanup_ctx.append(lambda _app, fn=ctx_fn: fn(_app))
+        return app
+
+    async def _lifecycle(self, app: web.Application):
+        for adapter in self.adapters.values():
+            await adapter.start()
+        if self.log_queue is not None:
+            self.log_queue.start()
+        log.info("gateway_started", providers=sorted(self.adapters), plugins=self.plugins.global_names,
+                 bundles=sorted(self.plugins.bundles))
+        yield
+        if self.log_queue is not None:
+            await self.log_queue.stop()
+        for adapter in self.adapters.values():
+            await adapter.close()
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "providers": sorted(self.adapters),
+                                  "time": int(time.time())})
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def admin_only(handler):
+    """Wrap a management handler: it needs ``server.admin_token`` (``Authorization: Bearer`` or
+    ``x-admin-token``) when one is set, and otherwise answers only to loopback callers."""
+
+    async def guarded(request: web.Request):
+        gateway = request.app[GATEWAY_KEY]
+        token = gateway.config.server.admin_token
+        if token:
+            given = request.headers.get("x-admin-token") or ""
+            auth = request.headers.get("Authorization", "")
+            if auth.startswith("Bearer "):
+                given = given or auth[7:]
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return web.json_response({"error": {"message": "admin token required", "type": "authentication_error"}},
+                                         status=401)
+        elif not is_loopback(request.remote):
+            return web.json_response({"error": {"message": "the management API answers only on loopback "
+                                                "unless server.admin_token is set", "type": "permission_error"}},
+                                     status=403)
+        return await handler(request)
+
+    guarded.__name__ = getattr(handler, "__name__", "admin")
+    guarded.hookway_admin = True
+    return guarded
+
+
+def has_admin_routes(app: web.Application) -> bool:
+    return any(getattr(r.handler, "hookway_admin", False) for r in app.router.routes())
+
+
+def configure_logging(level: str = "info", fmt: str = "console") -> None:
+    """structlog for the gateway's own events; JSON lines with ``log_format: json``."""
+    lvl = getattr(logging, level.upper(), logging.INFO)
+    logging.basicConfig(level=lvl, format="%(message)s")
+    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    structlog.configure(
+        processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="iso"), structlog.processors.format_exc_info,
+                    renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(lvl),
+        cache_logger_on_first_use=True,
+    )

@@ -1,0 +1,53 @@
+"""Inbound API dialects: the contract.
+
+A dialect is the wire format a client speaks (OpenAI chat completions, Anthropic Messages...). It
+is registered by a plugin (:func:`hookway.hookspecs.hookway_register_dialects`) and used by the
+pipeline to read requests and write answers. Rendering a stream is a per-stream state machine:
+:meth:`Dialect.stream_renderer` returns a fresh one for each response.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from . import ir
+from .errors import GatewayError
+
+
+class Dialect:
+    name: str = ""
+
+    def peek(self, body: dict, operation: str) -> tuple[str, bool]:
+        """``(model, stream)`` read cheaply from the body, without full parsing (hot path).
+        Raise :class:`GatewayError` naming the field when the model is missing or not a string."""
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            from .errors import invalid
+            raise invalid("`model` is required and must be a non-empty string", "model")
+        return model, body.get("stream") is True
+
+    def parse(self, body: dict, operation: str) -> ir.Request:
+        """The canonical request. Raise :class:`GatewayError` (400) naming the bad field."""
+        raise NotImplementedError
+
+    def render_response(self, response: ir.Response, request: ir.Request | None, operation: str) -> dict:
+        """A whole answer as this dialect's JSON body."""
+        raise NotImplementedError
+
+    def stream_renderer(self, request: ir.Request | None, operation: str, model: str) -> Callable[[ir.Event], bytes]:
+        """A fresh renderer for one stream: called once per event, returns the bytes to send
+        (possibly empty). ``model`` is the name the client asked for."""
+        raise NotImplementedError
+
+    def render_error(self, error: GatewayError) -> tuple[int, dict]:
+        """``(status, body)`` for an error answered before the stream started."""
+        return error.status, {"error": {"message": error.message, "type": error.kind}}
+
+    def render_stream_error(self, error: GatewayError) -> bytes:
+        """The in-stream error event for a failure after the first byte."""
+        raise NotImplementedError
+
+    def usage_tap(self, operation: str, stream: bool) -> Any:
+        """For the byte pass-through: an object with ``feed(chunk: bytes)`` and ``usage``
+        (:class:`hookway.ir.Usage`) that reads usage from the upstream bytes, or None."""
+        return None

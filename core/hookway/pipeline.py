@@ -1,0 +1,515 @@
+"""One request's journey: parse, auth, route, cache, transform, call the provider, render, log.
+
+    client -> dialect.peek/parse -> auth -> route -> cache -> transform -> adapter
+           -> fallback (on failure before the first byte) -> dialect render -> log (queued)
+
+The per-request hooks come from a compiled :class:`hookway.plugins.HookTable`; an absent hook is a
+``None`` test at the call site. The same-dialect fast path forwards bytes with only the model
+rewritten and a cheap usage tap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from . import ir
+from .errors import GatewayError, invalid
+from .plugins import compose_stream_transforms
+from .providers import Target
+from .sse import SSE_HEADERS
+
+
+@dataclass(slots=True)
+class Identity:
+    """Who is calling, as decided by an auth plugin."""
+
+    key_id: str | None = None
+    key_name: str | None = None
+    team_id: str | None = None
+    customer_id: str | None = None
+    bundle: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class LogRecord:
+    """One finished request, handed to ``hookway_log`` sinks in batches."""
+
+    id: str
+    time: float
+    dialect: str
+    operation: str
+    model: str | None
+    provider: str | None
+    upstream_model: str | None
+    rule: str | None
+    key_id: str | None
+    key_name: str | None
+    team_id: str | None
+    customer_id: str | None
+    status: int
+    error: str | None
+    latency_ms: float
+    ttft_ms: float | None
+    upstream_ms: float | None
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cache_hit: bool
+    cache_similarity: float | None
+    fallback_index: int
+    stream: bool
+    passthrough: bool
+    request: Any = None        # the request body (dict), when content logging is on
+    response: Any = None       # ir.Response when known and content logging is on
+    extra: dict = field(default_factory=dict)
+
+
+class RequestContext:
+    """Everything about one request; per-request hooks read and set its attributes."""
+
+    __slots__ = ("id", "gateway", "request", "headers", "dialect", "operation", "body", "model",
+                 "stream", "identity", "table", "targets", "target", "rule", "state", "_ir",
+                 "usage", "response_headers", "started", "first_byte_at", "upstream_started",
+                 "upstream_done", "status", "error", "attempt", "cache_hit", "cache_similarity",
+                 "response", "passthrough", "collect")
+
+    def __init__(self, gateway, request, dialect, operation):
+        self.id = uuid.uuid4().hex
+        self.gateway = gateway
+        self.request = request
+        self.headers = request.headers if request is not None else {}
+        self.dialect = dialect
+        self.operation = operation
+        self.body: dict = {}
+        self.model: str | None = None
+        self.stream = False
+        self.identity: Any = None
+        self.table = gateway.tables[None]
+        self.targets: list[Target] = []
+        self.target: Target | None = None
+        self.rule: str | None = None
+        self.state: dict = {}
+        self._ir: ir.Request | None = None
+        self.usage = ir.Usage()
+        self.response_headers: dict = {}
+        self.started = time.perf_counter()
+        self.first_byte_at: float | None = None
+        self.upstream_started: float | None = None
+        self.upstream_done: float | None = None
+        self.status = 0
+        self.error: GatewayError | None = None
+        self.attempt = 0
+        self.cache_hit = False
+        self.cache_similarity: float | None = None
+        self.response: ir.Response | None = None
+        self.passthrough = False
+        self.collect = False
+
+    @property
+    def ir(self) -> ir.Request:
+        """The canonical request, parsed on first use. Touching it turns off the byte
+        pass-through, because the request may have been changed."""
+        if self._ir is None:
+            self._ir = self.dialect.parse(self.body, self.operation)
+        return self._ir
+
+    @property
+    def parsed(self) -> bool:
+        return self._ir is not None
+
+    def log_record(self) -> LogRecord:
+        ident = self.identity
+        target = self.target
+        now = time.perf_counter()
+        upstream_ms = None
+        if self.upstream_started is not None:
+            upstream_ms = ((self.upstream_done or now) - self.upstream_started) * 1000
+        err = self.error
+        return LogRecord(
+            id=self.id, time=time.time(), dialect=self.dialect.name, operation=self.operation,
+            model=self.model, provider=target.provider if target else None,
+            upstream_model=target.model if target else None, rule=self.rule,
+            key_id=getattr(ident, "key_id", None), key_name=getattr(ident, "key_name", None),
+            team_id=getattr(ident, "team_id", None), customer_id=getattr(ident, "customer_id", None),
+            status=self.status, error=(f"{err.kind}: {err.message}" if err else None),
+            latency_ms=(now - self.started) * 1000,
+            ttft_ms=((self.first_byte_at - self.started) * 1000) if self.first_byte_at else None,
+            upstream_ms=upstream_ms,
+            input_tokens=self.usage.input_tokens, output_tokens=self.usage.output_tokens,
+            cached_tokens=self.usage.cache_read_input_tokens, cache_hit=self.cache_hit,
+            cache_similarity=self.cache_similarity, fallback_index=self.attempt, stream=self.stream,
+            passthrough=self.passthrough,
+            request=self.body if self.gateway.log_content else None,
+            response=self.response if self.gateway.log_content else None,
+            extra=self.state.get("log", {}),
+        )
+
+
+def _json_response(status: int, body: Any, headers: dict | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json",
+                        headers=headers)
+
+
+class Pipeline:
+    """The request journey; mixed into :class:`hookway.app.Gateway`."""
+
+    # --- entry points used by dialect plugins' route handlers ---
+
+    async def handle(self, request: web.Request, dialect, operation: str) -> web.StreamResponse:
+        ctx = RequestContext(self, request, dialect, operation)
+        try:
+            await self._read(ctx)
+            await self._auth(ctx)
+            mw = ctx.table.middleware
+            if mw is not None:
+                return await mw(ctx, self._serve)
+            return await self._serve(ctx)
+        except GatewayError as err:
+            return self._fail(ctx, err)
+        except asyncio.CancelledError:
+            ctx.status = ctx.status or 499   # the client went away
+            raise
+        except Exception as exc:  # a bug must still answer in the caller's dialect
+            self.log.exception("internal_error", request_id=ctx.id)
+            return self._fail(ctx, GatewayError("api_error", f"internal error: {type(exc).__name__}"))
+        finally:
+            self._finish(ctx)
+
+    async def authenticate(self, request: web.Request, dialect) -> RequestContext:
+        """Auth only (for endpoints without a body such as ``GET /v1/models``)."""
+        ctx = RequestContext(self, request, dialect, "models")
+        await self._auth(ctx)
+        return ctx
+
+    async def prepare(self, request: web.Request, dialect, operation: str) -> RequestContext:
+        """Read, auth and route a request without calling the provider (``count_tokens``...)."""
+        ctx = RequestContext(self, request, dialect, operation)
+        await self._read(ctx)
+        await self._auth(ctx)
+        await self._route(ctx)
+        return ctx
+
+    def error_response(self, dialect, err: GatewayError) -> web.Response:
+        status, body = dialect.render_error(err)
+        return _json_response(status, body, err.headers or None)
+
+    # --- stages ---
+
+    async def _read(self, ctx: RequestContext) -> None:
+        try:
+            raw = await ctx.request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise GatewayError("request_too_large",
+                               f"request body is larger than the limit of {ctx.request.app._client_max_size} bytes "
+                               "(server.max_body_bytes)")
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise invalid(f"request body is not valid JSON: {exc}")
+        if not isinstance(body, dict):
+            raise invalid("request body must be a JSON object")
+        ctx.body = body
+        ctx.model, ctx.stream = ctx.dialect.peek(body, ctx.operation)
+
+    async def _auth(self, ctx: RequestContext) -> None:
+        auth = ctx.table.auth
+        if auth is None:
+            return
+        identity = await auth(ctx)
+        ctx.identity = identity
+        bundle = getattr(identity, "bundle", None)
+        if bundle is not None:
+            table = self.tables.get(bundle)
+            if table is None:
+                raise GatewayError("api_error", f"bundle {bundle!r} is not configured")
+            ctx.table = table
+
+    async def _route(self, ctx: RequestContext) -> None:
+        targets = None
+        if ctx.table.route is not None:
+            targets = await ctx.table.route(ctx)
+        if not targets:
+            targets = [self.resolve_model(ctx.model)]
+        ctx.targets = targets
+
+    async def _serve(self, ctx: RequestContext) -> web.StreamResponse:
+        await self._route(ctx)
+        table = ctx.table
+        if table.cache_lookup is not None:
+            hit = await table.cache_lookup(ctx)
+            if hit is not None:
+                ctx.cache_hit = True
+                ctx.target = ctx.targets[0]
+                return await self._replay(ctx, hit)
+        ctx.collect = self.log_content or table.cache_store is not None
+        target = ctx.targets[0]
+        first_error: GatewayError | None = None
+        while True:
+            try:
+                response = await self._attempt(ctx, target)
+            except GatewayError as err:
+                if ctx.first_byte_at is not None:
+                    raise
+                first_error = first_error or err
+                nxt = None
+                if table.fallback is not None:
+                    nxt = await table.fallback(ctx, err, ctx.attempt)
+                if nxt is None:
+                    if first_error is not err:
+                        self.log.info("all_targets_failed", request_id=ctx.id, last_error=err.message)
+                    raise first_error
+                ctx.attempt += 1
+                target = nxt
+                continue
+            if table.cache_store is not None and ctx.response is not None and ctx.error is None:
+                await table.cache_store(ctx, ctx.response)
+            return response
+
+    async def _attempt(self, ctx: RequestContext, target: Target) -> web.StreamResponse:
+        ctx.target = target
+        adapter = self.adapters.get(target.provider)
+        if adapter is None:
+            raise GatewayError("not_found", f"provider {target.provider!r} is not configured")
+        op = ctx.operation
+        if op not in adapter.operations:
+            raise adapter.unsupported(op)
+        table = ctx.table
+        if table.transform_request is not None:
+            await table.transform_request(ctx, target)
+        transform = None
+        if ctx.stream and table.stream_transform_factories:
+            transform = compose_stream_transforms(
+                [t for t in (f(ctx) for f in table.stream_transform_factories) if t is not None])
+        if (transform is None and not ctx.parsed and adapter.native_dialect == ctx.dialect.name
+                and op in adapter.passthrough):
+            return await self._passthrough(ctx, adapter, target)
+        request = ctx.ir
+        ctx.upstream_started = time.perf_counter()
+        if ctx.stream:
+            events = adapter.stream(request, target, ctx)
+            return await self._stream(ctx, events, transform)
+        if op == "embeddings":
+            result = await adapter.embed(request, target, ctx)
+            ctx.upstream_done = time.perf_counter()
+            ctx.status = 200
+            return _json_response(200, result, ctx.response_headers or None)
+        response = await adapter.complete(request, target, ctx)
+        ctx.upstream_done = time.perf_counter()
+        ctx.usage = response.usage
+        response.model = ctx.model
+        ctx.response = response
+        ctx.status = 200
+        ctx.first_byte_at = time.perf_counter()
+        return _json_response(200, ctx.dialect.render_response(response, request, op),
+                              ctx.response_headers or None)
+
+    # --- the byte pass-through ---
+
+    async def _passthrough(self, ctx: RequestContext, adapter, target: Target) -> web.StreamResponse:
+        ctx.passthrough = True
+        body = ctx.body
+        if body.get("model") != target.model or "fallbacks" in body:
+            body = dict(body)
+            body["model"] = target.model
+            body.pop("fallbacks", None)
+        ctx.upstream_started = time.perf_counter()
+        upstream = await adapter.forward(body, ctx.operation, target, ctx)
+        tap = ctx.dialect.usage_tap(ctx.operation, ctx.stream)
+        try:
+            content_type = upstream.headers.get("Content-Type", "application/json")
+            if not ctx.stream or not content_type.startswith("text/event-stream"):
+                data = await upstream.response.read()
+                ctx.upstream_done = time.perf_counter()
+                if tap is not None:
+                    tap.feed(data)
+                    ctx.usage = tap.usage
+                if ctx.collect:
+                    ctx.state["raw_response"] = data
+                ctx.status = upstream.status
+                ctx.first_byte_at = time.perf_counter()
+                headers = {"Content-Type": content_type}
+                headers.update(ctx.response_headers)
+                return web.Response(status=upstream.status, body=data, headers=headers)
+            resp = web.StreamResponse(status=upstream.status, headers={**SSE_HEADERS, **ctx.response_headers})
+            await resp.prepare(ctx.request)
+            ctx.status = upstream.status
+            ctx.first_byte_at = time.perf_counter()
+            write = resp.write
+            try:
+                async for chunk in upstream.response.content.iter_any():
+                    if tap is not None:
+                        tap.feed(chunk)
+                    await write(chunk)
+                ctx.upstream_done = time.perf_counter()
+            except (ConnectionResetError, asyncio.CancelledError):
+                ctx.status = 499
+                raise
+            except Exception as exc:  # upstream broke after the first byte: say so in-stream
+                err = self._upstream_failure(exc, target)
+                ctx.error = err
+                await write(ctx.dialect.render_stream_error(err))
+            if tap is not None:
+                ctx.usage = tap.usage
+            await resp.write_eof()
+            return resp
+        finally:
+            upstream.close()
+
+    # --- translated streams ---
+
+    async def _stream(self, ctx: RequestContext, events, transform) -> web.StreamResponse:
+        # The first event decides between an error answer (fallbacks may still act) and a stream.
+        try:
+            first = await events.__anext__()
+        except StopAsyncIteration:
+            raise GatewayError("bad_gateway", f"{ctx.target.provider}: empty answer")
+        if type(first) is ir.StreamError:
+            await events.aclose()
+            raise first.error
+        render = ctx.dialect.stream_renderer(ctx._ir, ctx.operation, ctx.model)
+        resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **ctx.response_headers})
+        await resp.prepare(ctx.request)
+        ctx.status = 200
+        ctx.first_byte_at = time.perf_counter()
+        collector = ir.ResponseCollector() if ctx.collect else None
+        usage = ctx.usage
+        last_write = [time.monotonic()]
+        keepalive = asyncio.ensure_future(self._keepalive(resp, render, last_write))
+        try:
+            pending = [first]
+            while True:
+                for ev in pending:
+                    out = transform(ev) if transform is not None else (ev,)
+                    for e in out:
+                        t = type(e)
+                        if t is ir.MessageDelta or t is ir.MessageStart:
+                            usage.add(e.usage)
+                        elif t is ir.StreamError:
+                            ctx.error = e.error
+                        if collector is not None:
+                            collector.feed(e)
+                        data = render(e)
+                        if data:
+                            await resp.write(data)
+                            last_write[0] = time.monotonic()
+                try:
+                    pending = (await events.__anext__(),)
+                except StopAsyncIteration:
+                    break
+            ctx.upstream_done = time.perf_counter()
+        except (ConnectionResetError, asyncio.CancelledError):
+            ctx.status = 499
+            raise
+        except GatewayError as err:  # an adapter raised after the first byte
+            ctx.error = err
+            await resp.write(render(ir.StreamError(err)))
+        finally:
+            keepalive.cancel()
+            await events.aclose()
+        if collector is not None:
+            ctx.response = collector.response()
+            ctx.response.model = ctx.model
+        await resp.write_eof()
+        return resp
+
+    async def _keepalive(self, resp, render, last_write) -> None:
+        interval = self.config.server.ping_interval_seconds
+        ping = ir.Ping()
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                if time.monotonic() - last_write[0] >= interval:
+                    data = render(ping)
+                    if data:
+                        await resp.write(data)
+                        last_write[0] = time.monotonic()
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+
+    async def _replay(self, ctx: RequestContext, response: ir.Response) -> web.StreamResponse:
+        """Answer from a cached :class:`ir.Response`, streamed if the client asked for a stream."""
+        response.model = ctx.model
+        ctx.usage = response.usage
+        ctx.response = response
+        if not ctx.stream:
+            ctx.status = 200
+            ctx.first_byte_at = time.perf_counter()
+            return _json_response(200, ctx.dialect.render_response(response, ctx._ir, ctx.operation),
+                                  ctx.response_headers or None)
+
+        async def events():
+            for ev in ir.response_events(response):
+                yield ev
+        return await self._stream(ctx, events(), None)
+
+    # --- errors and the end of a request ---
+
+    def _upstream_failure(self, exc: Exception, target: Target) -> GatewayError:
+        if isinstance(exc, GatewayError):
+            return exc
+        if isinstance(exc, asyncio.TimeoutError):
+            return GatewayError("timeout", f"{target.provider}: upstream timed out", provider=target.provider)
+        return GatewayError("bad_gateway", f"{target.provider}: upstream connection failed: "
+                            f"{type(exc).__name__}: {exc}", provider=target.provider)
+
+    def _fail(self, ctx: RequestContext, err: GatewayError) -> web.Response:
+        ctx.error = err
+        ctx.status = err.status
+        return self.error_response(ctx.dialect, err)
+
+    def _finish(self, ctx: RequestContext) -> None:
+        if self.debug:
+            self.log.debug("request", request_id=ctx.id, model=ctx.model, status=ctx.status,
+                           provider=ctx.target.provider if ctx.target else None,
+                           ms=round((time.perf_counter() - ctx.started) * 1000, 2))
+        if self.log_queue is not None:
+            self.log_queue.put(ctx.log_record())
+
+    # --- model names ---
+
+    def resolve_model(self, model: str) -> Target:
+        """``provider/model``, or an unprefixed name served by exactly one provider; else 404."""
+        prefix, sep, rest = model.partition("/")
+        if sep and prefix in self.adapters:
+            if not rest:
+                raise GatewayError("not_found", f"model name {model!r} has no model after the provider",
+                                   param="model")
+            return Target(prefix, rest)
+        serving = [name for name, a in self.adapters.items()
+                   if any(m == model or (("*" in m or "?" in m) and fnmatch.fnmatchcase(model, m))
+                          for m in a.config.models)]
+        if len(serving) == 1:
+            return Target(serving[0], model)
+        if not serving and len(self.adapters) == 1:
+            (name, adapter), = self.adapters.items()
+            if not adapter.config.models:
+                return Target(name, model)
+        known = ", ".join(sorted(self.adapters)) or "none configured"
+        if serving:
+            why = f"model {model!r} is served by several providers ({', '.join(sorted(serving))}); " \
+                  f"name one as provider/model"
+        else:
+            examples = [f"{n}/{m}" for n, a in sorted(self.adapters.items()) for m in a.config.models[:3]]
+            why = (f"model {model!r} not found: use provider/model with a configured provider "
+                   f"({known})" + (f", e.g. {', '.join(examples[:6])}" if examples else ""))
+        raise GatewayError("not_found", why, param="model")
+
+    async def model_ids(self, ctx: RequestContext | None = None) -> list[str]:
+        """``provider/model`` ids known to the gateway (plugins may filter by ``ctx.identity``)."""
+        results = await asyncio.gather(*(a.list_models() for a in self.adapters.values()),
+                                       return_exceptions=True)
+        ids = []
+        for (name, _), models in zip(self.adapters.items(), results):
+            if isinstance(models, BaseException):
+                continue
+            ids += [f"{name}/{m}" for m in models]
+        return ids
