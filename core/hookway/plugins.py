@@ -192,7 +192,7 @@ def load(config: Config, gateway: Any, available: dict[str, Any] | None = None,
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        problems.append(f"plugin {exc.plugin_name or exc.plugin}: {exc}")
+        problems.append(f"plugin {pm.get_name(exc.plugin)}: {exc}")
     if problems:
         raise ConfigError(problems)
 

@@ -1,0 +1,42 @@
+# Two commands on a fresh machine:  `make run`  and  `make test`.
+PYTHON  ?= python3
+VENV    ?= .venv
+CONFIG  ?= gateway.yaml
+PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
+PIP     := $(VENV)/bin/pip --disable-pip-version-check -q
+
+.PHONY: run test test-fast test-slow bench check clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# The core and every plugin under plugins/, editable, so a change needs no reinstall.
+$(VENV)/.installed: $(VENV)/bin/python pyproject.toml $(wildcard plugins/*/pyproject.toml)
+	$(PIP) install -e '.[fast]' $(foreach p,$(PLUGINS),-e $(p))
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.installed
+	$(PIP) install -e '.[fast,test]' $(foreach p,$(PLUGINS),-e '$(p:/=)[test]')
+	touch $@
+
+run: $(VENV)/.installed
+	$(VENV)/bin/hookway serve --config $(CONFIG)
+
+check: $(VENV)/.installed
+	$(VENV)/bin/hookway check --config $(CONFIG)
+
+# The whole suite, end-to-end tests included. pytest's own exit code is kept (5 = no tests = failure).
+test: $(VENV)/.test-installed
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.test-installed
+	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(VENV)/.test-installed
+	$(VENV)/bin/pytest -m slow $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python contrib/bench/bench.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info core/*.egg-info plugins/*/*.egg-info
