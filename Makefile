@@ -19,6 +19,13 @@ $(VENV)/.test-installed: $(VENV)/.installed
 	$(PIP) install -e '.[fast,test]' $(foreach p,$(PLUGINS),-e '$(p:/=)[test]')
 	touch $@
 
+# The real Claude Code CLI for the end-to-end agent test (the platform package carries the binary).
+CLAUDE_DIR := .cache/claude-code
+$(CLAUDE_DIR)/.installed:
+	@if command -v npm >/dev/null; then \
+	  npm install --silent --no-audit --no-fund --prefix $(CLAUDE_DIR) @anthropic-ai/claude-code && touch $@; \
+	else echo "npm not found: the Claude Code end-to-end test will be skipped"; fi
+
 run: $(VENV)/.installed
 	$(VENV)/bin/hookway serve --config $(CONFIG)
 
@@ -26,13 +33,13 @@ check: $(VENV)/.installed
 	$(VENV)/bin/hookway check --config $(CONFIG)
 
 # The whole suite, end-to-end tests included. pytest's own exit code is kept (5 = no tests = failure).
-test: $(VENV)/.test-installed
+test: $(VENV)/.test-installed $(CLAUDE_DIR)/.installed
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.test-installed
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
-test-slow: $(VENV)/.test-installed
+test-slow: $(VENV)/.test-installed $(CLAUDE_DIR)/.installed
 	$(VENV)/bin/pytest -m slow $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
