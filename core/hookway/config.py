@@ -100,6 +100,7 @@ CORE_SCHEMA = {
                 "ping_interval_seconds": {"type": "number", "exclusiveMinimum": 0},
                 "log_queue_size": {"type": "integer", "minimum": 1},
                 "allow_anonymous": {"type": "boolean"},
+                "data_dir": {"type": "string"},
             },
         },
         "plugins": {"type": "object", "additionalProperties": {"type": ["object", "null"]}},
@@ -124,6 +125,7 @@ class ServerConfig:
     ping_interval_seconds: float = 10.0
     log_queue_size: int = 100_000
     allow_anonymous: bool | None = None   # None: plugins decide (governance requires keys)
+    data_dir: str = "data"                # plugins' embedded stores (SQLite files) live here
 
 
 @dataclass(slots=True)
@@ -262,6 +264,9 @@ def build(raw: dict, path: str | None = None) -> Config:
     plugins = {k: (v or {}) for k, v in (resolved.get("plugins") or {}).items()}
     bundles = {b: {k: (v or {}) for k, v in (block or {}).items()}
                for b, block in (resolved.get("bundles") or {}).items()}
+    if path and not os.path.isabs(server.data_dir):
+        # Relative to the config file, so `serve` finds the same data from any working directory.
+        server.data_dir = os.path.join(os.path.dirname(os.path.abspath(path)), server.data_dir)
     return Config(server=server, plugins=plugins, providers=providers, bundles=bundles, raw=raw,
                   path=path, warnings=warnings)
 
