@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import ipaddress
 import logging
+import os
 import time
 from typing import Any, Callable
 
@@ -182,7 +183,7 @@ class Gateway(Pipeline):
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "providers": sorted(self.adapters),
-                                  "time": int(time.time())})
+                                  "time": int(time.time()), "pid": os.getpid()})
 
 
 def is_loopback(host: str | None) -> bool:

@@ -19,7 +19,7 @@ import structlog
 
 from . import __version__
 from .app import Gateway, configure_logging, has_admin_routes, is_loopback
-from .config import ConfigError, load as load_config
+from .config import ConfigError, load as load_config, read_file
 from .plugins import discover
 
 log = structlog.get_logger("hookway")
@@ -93,12 +93,29 @@ def cmd_serve(args) -> int:
     return max((p.exitcode or 0) for p in procs)
 
 
+def _uninstalled_plugins(config_path: str) -> list[str]:
+    """Plugins a config names that are not installed (reported with the core problems)."""
+    try:
+        raw = read_file(config_path)
+    except ConfigError:
+        return []
+    installed = discover()
+    names = list(raw.get("plugins") or {}) if isinstance(raw.get("plugins"), dict) else []
+    for bundle in (raw.get("bundles") or {}).values() if isinstance(raw.get("bundles"), dict) else []:
+        names += list(bundle or {}) if isinstance(bundle, dict) else []
+    return [f"plugins.{n}: plugin {n!r} is not installed (install the package hookway-{n})"
+            for n in dict.fromkeys(names) if n not in installed]
+
+
 def cmd_check(args) -> int:
     try:
         config, gateway, _app = _build(args.config, None, None)
     except ConfigError as exc:
-        print(f"{args.config}: {len(exc.problems)} problem(s)", file=sys.stderr)
-        for problem in exc.problems:
+        problems = list(exc.problems)
+        problems += [p for p in _uninstalled_plugins(args.config)
+                     if not any(p.split(":")[0] == q.split(":")[0] for q in problems)]
+        print(f"{args.config}: {len(problems)} problem(s)", file=sys.stderr)
+        for problem in problems:
             print(f"  - {problem}", file=sys.stderr)
         return 1
     for warning in config.warnings or []:
