@@ -127,6 +127,8 @@ class ProviderAdapter:
     default_base_url: str | None = None
     # Operations this adapter answers; others get an ``unsupported_operation`` error.
     operations: frozenset[str] = frozenset()
+    # Operations it can forward byte for byte to a client of ``native_dialect``.
+    passthrough: frozenset[str] = frozenset()
 
     def __init__(self, config: ProviderConfig, gateway: Any = None):
         self.config = config
