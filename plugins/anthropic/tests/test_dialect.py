@@ -1,0 +1,277 @@
+"""The Messages dialect on its own: parse, validation errors, rendering, error mapping, usage taps."""
+
+import orjson
+import pytest
+
+from hookway import ir
+from hookway.errors import GatewayError, upstream_error
+from hookway_anthropic.dialect import AnthropicDialect
+
+D = AnthropicDialect()
+
+
+def body(**kw):
+    b = {"model": "cerebras/llama-3.3-70b", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+    b.update(kw)
+    return b
+
+
+def events_of(data: bytes) -> list[tuple[str, dict]]:
+    """Strictly framed SSE -> (event, data) pairs; fails on anything not `event:`+`data:` framed."""
+    out = []
+    assert data.endswith(b"\n\n"), data[-40:]
+    for raw in data[:-2].split(b"\n\n"):
+        lines = raw.split(b"\n")
+        assert len(lines) == 2 and lines[0].startswith(b"event: ") and lines[1].startswith(b"data: "), raw
+        name = lines[0][7:].decode()
+        payload = orjson.loads(lines[1][6:])
+        assert payload["type"] == name
+        out.append((name, payload))
+    return out
+
+
+# --- parse ---------------------------------------------------------------------------------------
+
+def test_parse_normalises_content_and_system():
+    req = D.parse(body(system="be brief", messages=[
+        {"role": "user", "content": "hi"},
+        {"role": "system", "content": "mid-conversation note"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Bash", "input": {"c": 1}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]},
+    ]), "chat")
+    assert req.system == [{"type": "text", "text": "be brief"}]
+    assert req.messages[0] == {"role": "user", "content": [{"type": "text", "text": "hi"}]}
+    assert req.messages[1] == {"role": "system", "content": [{"type": "text", "text": "mid-conversation note"}]}
+    assert req.messages[3]["content"][0] == {"type": "tool_result", "tool_use_id": "t1",
+                                             "content": [{"type": "text", "text": "ok"}], "is_error": False}
+    assert req.max_tokens == 100 and req.stream is False and req.operation == "chat"
+
+
+def test_parse_keeps_system_blocks_with_cache_control_and_does_not_touch_the_body():
+    system = [{"type": "text", "text": "a"}, {"type": "text", "text": "b", "cache_control": {"type": "ephemeral"}}]
+    tool_result = {"type": "tool_result", "tool_use_id": "t1", "content": "out"}
+    b = body(system=system, messages=[{"role": "user", "content": [tool_result]}])
+    req = D.parse(b, "chat")
+    assert req.system == system
+    assert tool_result == {"type": "tool_result", "tool_use_id": "t1", "content": "out"}   # not mutated
+
+
+def test_parse_sampling_tools_and_choice():
+    req = D.parse(body(temperature=0.2, top_p=0.9, top_k=40, stop_sequences=["END"], stream=True,
+                       metadata={"user_id": "u-1"},
+                       tools=[{"name": "get_Weather", "description": "d", "input_schema": {"type": "object"}},
+                              {"type": "web_search_20250305", "name": "web_search"}],
+                       tool_choice={"type": "any", "disable_parallel_tool_use": True}), "chat")
+    assert (req.temperature, req.top_p, req.top_k, req.stop, req.stream) == (0.2, 0.9, 40, ["END"], True)
+    assert req.user == "u-1"
+    assert [t.name for t in req.tools] == ["get_Weather"]
+    assert req.tools[0].input_schema == {"type": "object"}
+    assert req.extra["server_tools"] == [{"type": "web_search_20250305", "name": "web_search"}]
+    assert req.tool_choice == "any" and req.parallel_tool_calls is False
+    req = D.parse(body(tool_choice={"type": "tool", "name": "x"}), "chat")
+    assert req.tool_choice == {"type": "tool", "name": "x"} and req.parallel_tool_calls is None
+
+
+@pytest.mark.parametrize("thinking, output_config, budget, effort", [
+    ({"type": "enabled", "budget_tokens": 2048}, None, 2048, "low"),
+    ({"type": "enabled", "budget_tokens": 10000}, None, 10000, "medium"),
+    ({"type": "enabled", "budget_tokens": 32000}, None, 32000, "high"),
+    ({"type": "adaptive"}, {"effort": "low"}, None, "low"),
+    ({"type": "adaptive"}, None, None, "high"),
+    (None, {"effort": "medium"}, None, "medium"),
+    ({"type": "disabled"}, None, None, None),
+])
+def test_parse_reasoning(thinking, output_config, budget, effort):
+    extra = {}
+    if thinking:
+        extra["thinking"] = thinking
+    if output_config:
+        extra["output_config"] = output_config
+    req = D.parse(body(**extra), "chat")
+    assert (req.reasoning_budget, req.reasoning_effort) == (budget, effort)
+
+
+def test_parse_puts_unknown_fields_in_extra():
+    req = D.parse(body(context_management={"edits": []}, output_config={"effort": "high"}, betas=["x"],
+                       service_tier="auto"), "chat")
+    assert req.extra == {"context_management": {"edits": []}, "output_config": {"effort": "high"},
+                         "betas": ["x"], "service_tier": "auto"}
+
+
+def test_count_tokens_needs_no_max_tokens():
+    b = body()
+    del b["max_tokens"]
+    req = D.parse(b, "count_tokens")
+    assert req.max_tokens is None and req.operation == "count_tokens"
+    assert D.peek(dict(b, stream=True), "count_tokens") == ("cerebras/llama-3.3-70b", False)
+
+
+@pytest.mark.parametrize("change, param", [
+    ({"messages": None}, "messages"),
+    ({"messages": "hi"}, "messages"),
+    ({"max_tokens": None}, "max_tokens"),
+    ({"max_tokens": "100"}, "max_tokens"),
+    ({"max_tokens": 0}, "max_tokens"),
+    ({"model": None}, "model"),
+    ({"messages": [{"content": "hi"}]}, "messages.0.role"),
+    ({"messages": [{"role": "robot", "content": "hi"}]}, "messages.0.role"),
+    ({"messages": [{"role": "user"}]}, "messages.0.content"),
+    ({"messages": [{"role": "user", "content": 5}]}, "messages.0.content"),
+    ({"messages": [{"role": "user", "content": [{"text": "no type"}]}]}, "messages.0.content.0.type"),
+    ({"system": 5}, "system"),
+    ({"temperature": "hot"}, "temperature"),
+    ({"top_k": 1.5}, "top_k"),
+    ({"stop_sequences": "END"}, "stop_sequences"),
+    ({"tools": {"name": "x"}}, "tools"),
+    ({"tools": [{"description": "no name"}]}, "tools.0.name"),
+    ({"tool_choice": {"type": "sometimes"}}, "tool_choice.type"),
+    ({"thinking": {"type": "enabled"}}, "thinking.budget_tokens"),
+])
+def test_validation_errors_are_400_naming_the_field(change, param):
+    b = body()
+    for k, v in change.items():
+        if v is None:
+            b.pop(k)
+        else:
+            b[k] = v
+    with pytest.raises(GatewayError) as exc:
+        D.parse(b, "chat")
+    err = exc.value
+    assert err.status == 400 and err.param == param
+    assert param.split(".")[0] in err.message
+    status, rendered = D.render_error(err)
+    assert status == 400
+    assert rendered == {"type": "error", "error": {"type": "invalid_request_error", "message": err.message}}
+
+
+# --- non-stream answers ----------------------------------------------------------------------------
+
+def test_render_response_is_a_message():
+    resp = ir.Response(id="chatcmpl-9", model="cerebras/llama-3.3-70b", content=[
+        {"type": "thinking", "thinking": "hmm"},
+        {"type": "text", "text": "hi"},
+        {"type": "tool_use", "id": "call_1", "name": "Bash", "input": {"command": "ls"}}],
+        stop_reason="end_turn", usage=ir.Usage(10, 3, 4, 0))
+    req = D.parse(body(), "chat")
+    out = D.render_response(resp, req, "chat")
+    assert out == {
+        "id": "msg_chatcmpl-9", "type": "message", "role": "assistant", "model": "cerebras/llama-3.3-70b",
+        "content": [{"type": "thinking", "thinking": "hmm", "signature": ""}, {"type": "text", "text": "hi"},
+                    {"type": "tool_use", "id": "call_1", "name": "Bash", "input": {"command": "ls"}}],
+        "stop_reason": "tool_use", "stop_sequence": None,
+        "usage": {"input_tokens": 10, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 4,
+                  "output_tokens": 3}}
+
+
+# --- errors ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("err, status, kind", [
+    (GatewayError("invalid_request", "m"), 400, "invalid_request_error"),
+    (GatewayError("unsupported_operation", "m"), 400, "invalid_request_error"),
+    (GatewayError("authentication", "m"), 401, "authentication_error"),
+    (GatewayError("billing", "m"), 402, "billing_error"),
+    (GatewayError("permission", "m"), 403, "permission_error"),
+    (GatewayError("not_found", "m"), 404, "not_found_error"),
+    (GatewayError("request_too_large", "m"), 413, "request_too_large"),
+    (GatewayError("rate_limit", "m"), 429, "rate_limit_error"),
+    (GatewayError("api_error", "m"), 500, "api_error"),
+    (GatewayError("bad_gateway", "m"), 502, "api_error"),
+    (GatewayError("unavailable", "m"), 503, "api_error"),
+    (GatewayError("timeout", "m"), 504, "timeout_error"),
+    (GatewayError("overloaded", "m"), 529, "overloaded_error"),
+    (upstream_error(529, "busy", provider="p"), 529, "overloaded_error"),
+    (upstream_error(503, "down", provider="p"), 503, "api_error"),
+    (GatewayError("something_new", "m", status=507), 507, "api_error"),
+])
+def test_error_mapping(err, status, kind):
+    got_status, got = D.render_error(err)
+    assert got_status == status
+    assert got == {"type": "error", "error": {"type": kind, "message": err.message}}
+
+
+def test_render_stream_error_bytes():
+    data = D.render_stream_error(GatewayError("overloaded", "busy"))
+    assert data == b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"busy"}}\n\n'
+
+
+# --- stream renderer guards ------------------------------------------------------------------------
+
+def render(events, model="m"):
+    r = D.stream_renderer(None, "chat", model)
+    return b"".join(r(e) for e in events)
+
+
+def test_renderer_exact_bytes_of_a_simple_stream():
+    data = render([ir.MessageStart("abc", "up", ir.Usage(input_tokens=7)), ir.BlockStart(0, "text"),
+                   ir.BlockDelta(0, "text", "Hi"), ir.BlockStop(0),
+                   ir.MessageDelta("end_turn", ir.Usage(output_tokens=2)), ir.MessageStop()], model="cerebras/x")
+    usage_start = b'{"input_tokens":7,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":0}'
+    usage_end = b'{"input_tokens":7,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":2}'
+    assert data == (
+        b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_abc","type":"message",'
+        b'"role":"assistant","model":"cerebras/x","content":[],"stop_reason":null,"stop_sequence":null,'
+        b'"usage":' + usage_start + b'}}\n\n'
+        b'event: content_block_start\ndata: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}\n\n'
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}\n\n'
+        b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
+        b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},'
+        b'"usage":' + usage_end + b'}\n\n'
+        b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+
+
+def test_renderer_block_shapes():
+    evs = events_of(render([ir.MessageStart("m1", "up"), ir.BlockStart(0, "thinking"),
+                            ir.BlockDelta(0, "thinking", "t"), ir.BlockDelta(0, "signature", "sig=="),
+                            ir.BlockStop(0), ir.BlockStart(1, "tool_use", "toolu_1", "Bash"),
+                            ir.BlockDelta(1, "json", '{"a":'), ir.BlockStop(1),
+                            ir.MessageDelta("tool_use", ir.Usage(output_tokens=1)), ir.MessageStop()]))
+    assert evs[1][1]["content_block"] == {"type": "thinking", "thinking": "", "signature": ""}
+    assert evs[2][1]["delta"] == {"type": "thinking_delta", "thinking": "t"}
+    assert evs[3][1]["delta"] == {"type": "signature_delta", "signature": "sig=="}
+    assert evs[5][1]["content_block"] == {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {}}
+    assert evs[6][1]["delta"] == {"type": "input_json_delta", "partial_json": '{"a":'}
+
+
+def test_renderer_guards_the_invariants():
+    # No MessageStart, two blocks with no stop in between, odd canonical indices, a delta for
+    # a closed block, a message end with a block still open, no MessageDelta.
+    evs = events_of(render([ir.BlockStart(3, "text"), ir.BlockDelta(3, "text", "a"),
+                            ir.BlockStart(7, "tool_use", "t1", "f"), ir.BlockDelta(7, "json", "{}"),
+                            ir.BlockDelta(3, "json", "lost"), ir.BlockStop(3),
+                            ir.MessageStop(), ir.BlockStart(9, "text")]))
+    names = [n for n, _ in evs]
+    assert names == ["message_start", "content_block_start", "content_block_delta", "content_block_stop",
+                     "content_block_start", "content_block_delta", "content_block_stop", "message_delta",
+                     "message_stop"]
+    assert [d["index"] for n, d in evs if n.startswith("content_block")] == [0, 0, 0, 1, 1, 1]
+    assert evs[7][1]["delta"]["stop_reason"] == "tool_use"
+
+
+def test_renderer_sends_nothing_after_an_error():
+    data = render([ir.MessageStart("x", "m"), ir.BlockStart(0, "text"), ir.BlockDelta(0, "text", "par"),
+                   ir.StreamError(GatewayError("bad_gateway", "cut")), ir.MessageDelta("end_turn", ir.Usage()),
+                   ir.MessageStop(), ir.Ping()])
+    names = [n for n, _ in events_of(data)]
+    assert names[-1] == "error" and "message_stop" not in names and "message_delta" not in names
+
+
+def test_ping_bytes():
+    assert D.stream_renderer(None, "chat", "m")(ir.Ping()) == b'event: ping\ndata: {"type": "ping"}\n\n'
+
+
+# --- usage taps ------------------------------------------------------------------------------------
+
+def test_stream_usage_tap_reads_split_chunks(fake_anthropic):
+    data = b"".join(fake_anthropic.stream_events(fake_anthropic.Reply(usage=(30, 9, 20, 5)), "claude"))
+    tap = D.usage_tap("chat", True)
+    for i in range(0, len(data), 7):   # byte chunks that split events and lines
+        tap.feed(data[i:i + 7])
+    assert tap.usage == ir.Usage(input_tokens=30, output_tokens=9, cache_read_input_tokens=20,
+                                 cache_creation_input_tokens=5)
+
+
+def test_json_usage_tap():
+    tap = D.usage_tap("chat", False)
+    tap.feed(orjson.dumps({"usage": {"input_tokens": 3, "output_tokens": 4, "cache_read_input_tokens": 1}}))
+    assert tap.usage == ir.Usage(3, 4, 1, 0)
+    assert D.usage_tap("count_tokens", False) is None
