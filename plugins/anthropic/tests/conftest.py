@@ -167,9 +167,8 @@ def fake_anthropic():
     fake.server.stop()
 
 
-# The captured Claude Code requests (CONFORMANCE.md): shared/ lies beside the repository (CI lays a
-# copy of it beside the clone).
-CLAUDE_CODE = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "claude-code"
+# The captured Claude Code requests (CONFORMANCE.md), kept in the repository's tests/fixtures.
+CLAUDE_CODE = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "claude-code"
 
 
 @pytest.fixture
