@@ -60,6 +60,7 @@ NETWORK_SCHEMA = {
         "extra_headers": {"type": "object", "additionalProperties": {"type": "string"}},
         "default_request_timeout_in_seconds": {"type": "number", "exclusiveMinimum": 0},
         "connect_timeout_in_seconds": {"type": "number", "exclusiveMinimum": 0},
+        "first_byte_timeout_in_seconds": {"type": "number", "exclusiveMinimum": 0},
         "max_retries": {"type": "integer", "minimum": 0},
         "retry_backoff_initial": {"type": "integer", "minimum": 0},
         "retry_backoff_max": {"type": "integer", "minimum": 0},

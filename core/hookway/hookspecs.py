@@ -154,8 +154,8 @@ def hookway_route(ctx: Any) -> Any:
 @hookspec(firstresult=True)
 def hookway_cache_lookup(ctx: Any) -> Any:
     """Return a cached :class:`hookway.ir.Response` to answer without calling the provider, or
-    None. The answer is replayed in the caller's dialect (as a stream if it asked for one). Set
-    ``ctx.cache_hit`` details (e.g. similarity) for headers and logs.
+    None. The answer is replayed in the caller's dialect (as a stream if it asked for one). The core
+    sets ``ctx.cache_hit``; set ``ctx.cache_similarity`` and ``ctx.response_headers`` yourself.
     """
 
 

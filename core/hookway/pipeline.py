@@ -266,11 +266,15 @@ class Pipeline:
                 if nxt is None:
                     if first_error is not err:
                         self.log.info("all_targets_failed", request_id=ctx.id, last_error=err.message)
+                        ctx.target = ctx.targets[0]   # the log names the target whose error is sent
                     raise first_error
                 ctx.attempt += 1
                 target = nxt
                 continue
             if table.cache_store is not None and ctx.response is not None and ctx.error is None:
+                if not response.prepared:   # a whole answer: send it before storing it
+                    await response.prepare(ctx.request)
+                    await response.write_eof()
                 await table.cache_store(ctx, ctx.response)
             return response
 
@@ -296,7 +300,7 @@ class Pipeline:
         ctx.upstream_started = time.perf_counter()
         if ctx.stream:
             events = adapter.stream(request, target, ctx)
-            return await self._stream(ctx, events, transform)
+            return await self._stream(ctx, events, transform, adapter.config.network.first_byte_timeout_in_seconds)
         if op == "embeddings":
             result = await adapter.embed(request, target, ctx)
             ctx.upstream_done = time.perf_counter()
@@ -322,7 +326,7 @@ class Pipeline:
             body["model"] = target.model
             body.pop("fallbacks", None)
         ctx.upstream_started = time.perf_counter()
-        upstream = await adapter.forward(body, ctx.operation, target, ctx)
+        upstream = await self._first_byte(adapter.forward(body, ctx.operation, target, ctx), adapter, target)
         tap = ctx.dialect.usage_tap(ctx.operation, ctx.stream)
         try:
             content_type = upstream.headers.get("Content-Type", "application/json")
@@ -366,12 +370,20 @@ class Pipeline:
 
     # --- translated streams ---
 
-    async def _stream(self, ctx: RequestContext, events, transform) -> web.StreamResponse:
+    async def _stream(self, ctx: RequestContext, events, transform,
+                      first_byte_timeout: float | None = None) -> web.StreamResponse:
         # The first event decides between an error answer (fallbacks may still act) and a stream.
         try:
-            first = await events.__anext__()
+            if first_byte_timeout:
+                async with asyncio.timeout(first_byte_timeout):
+                    first = await events.__anext__()
+            else:
+                first = await events.__anext__()
         except StopAsyncIteration:
             raise GatewayError("bad_gateway", f"{ctx.target.provider}: empty answer")
+        except TimeoutError:
+            await events.aclose()
+            raise self._first_byte_timeout(ctx.target, first_byte_timeout)
         if type(first) is ir.StreamError:
             await events.aclose()
             raise first.error
@@ -450,6 +462,22 @@ class Pipeline:
             for ev in ir.response_events(response):
                 yield ev
         return await self._stream(ctx, events(), None)
+
+    async def _first_byte(self, awaitable, adapter, target: Target):
+        """Await the start of an upstream answer within network_config.first_byte_timeout_in_seconds."""
+        limit = adapter.config.network.first_byte_timeout_in_seconds
+        if not limit:
+            return await awaitable
+        try:
+            async with asyncio.timeout(limit):
+                return await awaitable
+        except TimeoutError:
+            raise self._first_byte_timeout(target, limit)
+
+    @staticmethod
+    def _first_byte_timeout(target: Target, limit: float) -> GatewayError:
+        return GatewayError("timeout", f"{target.provider}: no answer within {limit:g}s "
+                            "(network_config.first_byte_timeout_in_seconds)", provider=target.provider)
 
     # --- errors and the end of a request ---
 

@@ -36,6 +36,9 @@ class NetworkConfig:
     extra_headers: dict = field(default_factory=dict)
     default_request_timeout_in_seconds: float = 60.0
     connect_timeout_in_seconds: float = 10.0
+    # Longest wait for the upstream's answer to start (response headers; for a translated stream,
+    # the adapter's first event). None: only default_request_timeout_in_seconds applies.
+    first_byte_timeout_in_seconds: float | None = None
     max_retries: int = 0
     retry_backoff_initial: int = 500     # milliseconds, as Bifrost
     retry_backoff_max: int = 5000

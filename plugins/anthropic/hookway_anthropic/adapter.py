@@ -297,6 +297,9 @@ class AnthropicAdapter(ProviderAdapter):
         if beta:
             headers["anthropic-beta"] = beta
         key = target.key or self.keys.pick(target.model)
+        state = getattr(ctx, "state", None)
+        if state is not None:
+            state["provider_key"] = key   # for the fallbacks plugin's key rotation
         if key is not None and key.value:
             headers["x-api-key"] = key.value
         headers.update(self.config.network.extra_headers)
@@ -312,6 +315,8 @@ class AnthropicAdapter(ProviderAdapter):
         headers = self._headers(target, ctx)
         data = orjson.dumps(body)
         net = self.config.network
+        # The fallbacks plugin, when enabled, does the retries itself (with key rotation).
+        max_retries = 0 if getattr(self.gateway, "retries_by_plugin", False) else net.max_retries
         delay = net.retry_backoff_initial / 1000
         attempt = 0
         while True:
@@ -331,7 +336,7 @@ class AnthropicAdapter(ProviderAdapter):
                 resp.release()
                 err = upstream_error(resp.status, error_message(raw), provider=self.name,
                                      retry_after=resp.headers.get("retry-after"))
-            if attempt >= net.max_retries or not err.retryable:
+            if attempt >= max_retries or not err.retryable:
                 raise err
             attempt += 1
             await asyncio.sleep(min(delay, net.retry_backoff_max / 1000))
