@@ -43,6 +43,7 @@ class LogQueue:
         self.delivered = 0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._stopping = False
 
     def put(self, record: LogRecord) -> None:
         if len(self.items) >= self.maxsize:
@@ -65,7 +66,7 @@ class LogQueue:
         self.delivered += len(batch)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await asyncio.wait_for(self._wakeup.wait(), self.interval)
             except asyncio.TimeoutError:
@@ -82,13 +83,12 @@ class LogQueue:
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
+        """Flush on graceful shutdown: the batch in flight and every record left reach every sink."""
+        self._stopping = True
+        self._wakeup.set()
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        await self.drain()   # flush on graceful shutdown
+            await self._task
+        await self.drain()
 
 
 class Gateway(Pipeline):
@@ -105,6 +105,7 @@ class Gateway(Pipeline):
         self.adapters: dict[str, ProviderAdapter] = {}
         self.admin_routes: list[str] = []
         self.log_queue: LogQueue | None = None
+        self.stopping = asyncio.Event()   # set when a graceful shutdown begins
         self.tables = {}
         self.plugins: LoadedPlugins = load_plugins(config, self, available_plugins, extra_plugins)
         self.tables = self.plugins.tables
@@ -166,20 +167,29 @@ class Gateway(Pipeline):
         for ctx_fn in self.plugins.call_startup("hookway_cleanup_ctx", names=self.plugins.all_names,
                                                 gateway=self):
             app.cleanup_ctx.append(lambda _app, fn=ctx_fn: fn(_app))
+        # Registered last: starts after the plugins' resources and is flushed before they close.
+        app.cleanup_ctx.append(self._log_lifecycle)
+        app.on_shutdown.append(self._on_shutdown)
         return app
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        self.stopping.set()   # long-lived handlers (live log streams) end on this
 
     async def _lifecycle(self, app: web.Application):
         for adapter in self.adapters.values():
             await adapter.start()
-        if self.log_queue is not None:
-            self.log_queue.start()
         log.info("gateway_started", providers=sorted(self.adapters), plugins=self.plugins.global_names,
                  bundles=sorted(self.plugins.bundles))
         yield
-        if self.log_queue is not None:
-            await self.log_queue.stop()
         for adapter in self.adapters.values():
             await adapter.close()
+
+    async def _log_lifecycle(self, app: web.Application):
+        if self.log_queue is not None:
+            self.log_queue.start()
+        yield
+        if self.log_queue is not None:
+            await self.log_queue.stop()
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "providers": sorted(self.adapters),

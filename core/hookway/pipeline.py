@@ -68,8 +68,10 @@ class LogRecord:
     fallback_index: int
     stream: bool
     passthrough: bool
+    stop_reason: str | None = None
     request: Any = None        # the request body (dict), when content logging is on
     response: Any = None       # ir.Response when known and content logging is on
+    response_body: bytes | None = None   # the upstream bytes of a pass-through answer (content logging)
     extra: dict = field(default_factory=dict)
 
 
@@ -80,7 +82,7 @@ class RequestContext:
                  "stream", "identity", "table", "targets", "target", "rule", "state", "_ir",
                  "usage", "response_headers", "started", "first_byte_at", "upstream_started",
                  "upstream_done", "status", "error", "attempt", "cache_hit", "cache_similarity",
-                 "response", "passthrough", "collect")
+                 "response", "passthrough", "collect", "stop_reason")
 
     def __init__(self, gateway, request, dialect, operation):
         self.id = uuid.uuid4().hex
@@ -113,6 +115,7 @@ class RequestContext:
         self.response: ir.Response | None = None
         self.passthrough = False
         self.collect = False
+        self.stop_reason: str | None = None
 
     @property
     def ir(self) -> ir.Request:
@@ -147,9 +150,10 @@ class RequestContext:
             input_tokens=self.usage.input_tokens, output_tokens=self.usage.output_tokens,
             cached_tokens=self.usage.cache_read_input_tokens, cache_hit=self.cache_hit,
             cache_similarity=self.cache_similarity, fallback_index=self.attempt, stream=self.stream,
-            passthrough=self.passthrough,
+            passthrough=self.passthrough, stop_reason=self.stop_reason,
             request=self.body if self.gateway.log_content else None,
             response=self.response if self.gateway.log_content else None,
+            response_body=self.state.get("raw_response") if self.gateway.log_content else None,
             extra=self.state.get("log", {}),
         )
 
@@ -309,6 +313,7 @@ class Pipeline:
         response = await adapter.complete(request, target, ctx)
         ctx.upstream_done = time.perf_counter()
         ctx.usage = response.usage
+        ctx.stop_reason = response.stop_reason
         response.model = ctx.model
         ctx.response = response
         ctx.status = 200
@@ -336,6 +341,7 @@ class Pipeline:
                 if tap is not None:
                     tap.feed(data)
                     ctx.usage = tap.usage
+                    ctx.stop_reason = getattr(tap, "stop_reason", None)
                 if ctx.collect:
                     ctx.state["raw_response"] = data
                 ctx.status = upstream.status
@@ -348,10 +354,13 @@ class Pipeline:
             ctx.status = upstream.status
             ctx.first_byte_at = time.perf_counter()
             write = resp.write
+            collected = [] if ctx.collect else None
             try:
                 async for chunk in upstream.response.content.iter_any():
                     if tap is not None:
                         tap.feed(chunk)
+                    if collected is not None:
+                        collected.append(chunk)
                     await write(chunk)
                 ctx.upstream_done = time.perf_counter()
             except (ConnectionResetError, asyncio.CancelledError):
@@ -363,6 +372,9 @@ class Pipeline:
                 await write(ctx.dialect.render_stream_error(err))
             if tap is not None:
                 ctx.usage = tap.usage
+                ctx.stop_reason = getattr(tap, "stop_reason", None)
+            if collected is not None:
+                ctx.state["raw_response"] = b"".join(collected)
             await resp.write_eof()
             return resp
         finally:
@@ -403,7 +415,10 @@ class Pipeline:
                     out = transform(ev) if transform is not None else (ev,)
                     for e in out:
                         t = type(e)
-                        if t is ir.MessageDelta or t is ir.MessageStart:
+                        if t is ir.MessageDelta:
+                            usage.add(e.usage)
+                            ctx.stop_reason = e.stop_reason or ctx.stop_reason
+                        elif t is ir.MessageStart:
                             usage.add(e.usage)
                         elif t is ir.StreamError:
                             ctx.error = e.error
@@ -451,6 +466,7 @@ class Pipeline:
         """Answer from a cached :class:`ir.Response`, streamed if the client asked for a stream."""
         response.model = ctx.model
         ctx.usage = response.usage
+        ctx.stop_reason = response.stop_reason
         ctx.response = response
         if not ctx.stream:
             ctx.status = 200

@@ -1,0 +1,457 @@
+"""The SQLite request log: one row per request, written in batches from a single writer thread.
+
+The event loop never touches SQLite: writes go to one dedicated thread (one connection, one
+transaction per batch), reads to a small pool of reader threads with their own connections.
+WAL mode lets readers run while the writer writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import is_dataclass
+from typing import Any, Iterable
+
+import orjson
+
+from hookway import ir
+
+from .filters import LogFilter
+
+SCHEMA_VERSION = 1
+
+SUMMARY_COLUMNS = (
+    "id", "time", "dialect", "operation", "model", "provider", "upstream_model", "rule",
+    "key_id", "key_name", "team_id", "customer_id", "status", "error", "latency_ms", "ttft_ms",
+    "upstream_ms", "input_tokens", "output_tokens", "cached_tokens", "total_tokens", "cost",
+    "cache_hit", "cache_similarity", "fallback_index", "stream", "passthrough", "finish_reason",
+)
+CONTENT_COLUMNS = ("request", "response", "extra")
+ALL_COLUMNS = SUMMARY_COLUMNS + CONTENT_COLUMNS
+BOOL_COLUMNS = ("cache_hit", "stream", "passthrough")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS logs (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    time REAL NOT NULL,
+    dialect TEXT, operation TEXT, model TEXT, provider TEXT, upstream_model TEXT, rule TEXT,
+    key_id TEXT, key_name TEXT, team_id TEXT, customer_id TEXT,
+    status INTEGER NOT NULL, error TEXT,
+    latency_ms REAL, ttft_ms REAL, upstream_ms REAL,
+    input_tokens INTEGER, output_tokens INTEGER, cached_tokens INTEGER, total_tokens INTEGER,
+    cost REAL, cache_hit INTEGER, cache_similarity REAL, fallback_index INTEGER,
+    stream INTEGER, passthrough INTEGER, finish_reason TEXT,
+    request TEXT, response TEXT, extra TEXT
+);
+CREATE INDEX IF NOT EXISTS logs_time ON logs(time);
+CREATE INDEX IF NOT EXISTS logs_provider_time ON logs(provider, time);
+CREATE INDEX IF NOT EXISTS logs_model_time ON logs(model, time);
+CREATE INDEX IF NOT EXISTS logs_key_time ON logs(key_id, time);
+CREATE INDEX IF NOT EXISTS logs_team_time ON logs(team_id, time);
+CREATE INDEX IF NOT EXISTS logs_status ON logs(status);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+_INSERT = (f"INSERT OR IGNORE INTO logs ({', '.join(ALL_COLUMNS)}) "
+           f"VALUES ({', '.join('?' * len(ALL_COLUMNS))})")
+
+
+# --- turning a LogRecord into a row ----------------------------------------------------------------
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, (bytes, bytearray)):
+        return obj.decode("utf-8", "replace")
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    return str(obj)
+
+
+def dumps(obj: Any) -> str:
+    return orjson.dumps(obj, default=_default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _usage_dict(u: Any) -> dict | None:
+    if u is None:
+        return None
+    if isinstance(u, dict):
+        return u
+    return {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
+            "cache_read_input_tokens": u.cache_read_input_tokens,
+            "cache_creation_input_tokens": u.cache_creation_input_tokens,
+            "reasoning_tokens": u.reasoning_tokens}
+
+
+_OPENAI_FINISH = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
+                  "function_call": "tool_use", "content_filter": "refusal"}
+
+
+def _from_openai(data: dict) -> dict:
+    """An OpenAI chat/completions answer in the canonical (Anthropic-shaped) block form."""
+    content: list[dict] = []
+    finish = None
+    choices = data.get("choices") or []
+    if choices:
+        choice = choices[0] or {}
+        finish = choice.get("finish_reason")
+        message = choice.get("message")
+        if isinstance(message, dict):
+            reasoning = message.get("reasoning") or message.get("reasoning_content")
+            if reasoning:
+                content.append({"type": "thinking", "thinking": reasoning})
+            if message.get("content"):
+                text = message["content"]
+                content.append({"type": "text", "text": text if isinstance(text, str) else dumps(text)})
+            for call in message.get("tool_calls") or []:
+                fn = call.get("function") or {}
+                try:
+                    args = orjson.loads(fn.get("arguments") or "{}")
+                except orjson.JSONDecodeError:
+                    args = {"_raw": fn.get("arguments")}
+                content.append({"type": "tool_use", "id": call.get("id"), "name": fn.get("name"),
+                                "input": args})
+        elif "text" in choice:
+            content.append({"type": "text", "text": choice.get("text") or ""})
+    return {"id": data.get("id"), "model": data.get("model"), "content": content,
+            "stop_reason": _OPENAI_FINISH.get(finish, finish), "usage": data.get("usage")}
+
+
+def normalise_response(resp: Any, raw: Any = None) -> dict | None:
+    """The answer as ``{"id", "model", "content": [blocks], "stop_reason", "usage"}``.
+
+    ``resp`` is the canonical :class:`hookway.ir.Response` when the core built one; ``raw`` is the
+    upstream body of a byte pass-through (bytes or str), kept by this plugin's middleware."""
+    if resp is not None:
+        if isinstance(resp, ir.Response):
+            return {"id": resp.id, "model": resp.model, "content": resp.content,
+                    "stop_reason": resp.stop_reason, "usage": _usage_dict(resp.usage)}
+        if is_dataclass(resp):
+            return orjson.loads(orjson.dumps(resp, default=_default))
+        if isinstance(resp, dict):
+            raw = resp
+        else:
+            raw = resp
+    if raw is None:
+        return None
+    data = raw
+    if isinstance(raw, (bytes, bytearray, str)):
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else raw
+            return {"content": [{"type": "text", "text": text}], "raw": True}
+    if isinstance(data, dict):
+        if "choices" in data:
+            return _from_openai(data)
+        if data.get("type") == "message" and "content" in data:   # Anthropic Messages
+            return {"id": data.get("id"), "model": data.get("model"), "content": data.get("content") or [],
+                    "stop_reason": data.get("stop_reason"), "usage": data.get("usage")}
+        return {"content": [], "body": data}
+    return {"content": [], "body": data}
+
+
+class Redactor:
+    """Replaces known secrets (provider key values) in stored text."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.secrets = tuple(sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True))
+
+    def __call__(self, text: str | None) -> str | None:
+        if text is None or not self.secrets:
+            return text
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, "[redacted]")
+        return text
+
+
+def _clip(text: str | None, limit: int) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return dumps({"_truncated": True, "chars": len(text), "head": text[:limit]})
+
+
+def record_row(r: Any, redact: Redactor, max_content_chars: int) -> dict:
+    """A row dict (every column) from a :class:`hookway.pipeline.LogRecord`."""
+    extra = dict(r.extra or {})
+    raw = r.response_body
+    if isinstance(raw, (bytes, bytearray)):
+        raw = raw.decode("utf-8", "replace")
+    cost = extra.get("cost", extra.get("cost_usd"))   # governance writes cost_usd
+    try:
+        cost = float(cost) if cost is not None else None
+    except (TypeError, ValueError):
+        cost = None
+    response = normalise_response(r.response, raw)
+    finish = response.get("stop_reason") if response else None
+    if finish is None:
+        finish = extra.get("finish_reason")
+    request = None if r.request is None else _clip(redact(dumps(r.request)), max_content_chars)
+    response_text = None if response is None else _clip(redact(dumps(response)), max_content_chars)
+    extra_text = redact(dumps(extra)) if extra else None
+    return {
+        "id": r.id, "time": r.time, "dialect": r.dialect, "operation": r.operation, "model": r.model,
+        "provider": r.provider, "upstream_model": r.upstream_model, "rule": r.rule,
+        "key_id": r.key_id, "key_name": r.key_name, "team_id": r.team_id, "customer_id": r.customer_id,
+        "status": r.status, "error": redact(r.error), "latency_ms": r.latency_ms, "ttft_ms": r.ttft_ms,
+        "upstream_ms": r.upstream_ms, "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
+        "cached_tokens": r.cached_tokens, "total_tokens": (r.input_tokens or 0) + (r.output_tokens or 0),
+        "cost": cost, "cache_hit": bool(r.cache_hit), "cache_similarity": r.cache_similarity,
+        "fallback_index": r.fallback_index, "stream": bool(r.stream), "passthrough": bool(r.passthrough),
+        "finish_reason": finish if isinstance(finish, str) else None,
+        "request": request, "response": response_text, "extra": extra_text,
+    }
+
+
+def _row_values(row: dict) -> tuple:
+    return tuple(row[c] for c in ALL_COLUMNS)
+
+
+def _decode(row: dict, content: bool) -> dict:
+    for c in BOOL_COLUMNS:
+        if c in row and row[c] is not None:
+            row[c] = bool(row[c])
+    if content:
+        for c in CONTENT_COLUMNS:
+            if row.get(c) is not None:
+                try:
+                    row[c] = orjson.loads(row[c])
+                except orjson.JSONDecodeError:
+                    pass
+    return row
+
+
+def percentile(sorted_values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return None
+    k = max(0, min(len(sorted_values) - 1, int(-(-p * len(sorted_values) // 100)) - 1))
+    return sorted_values[k]
+
+
+# --- the store -------------------------------------------------------------------------------------
+
+class LogStore:
+    def __init__(self, path: str, max_content_chars: int = 4_000_000, readers: int = 2) -> None:
+        self.path = path
+        self.max_content_chars = max_content_chars
+        self.readers = readers
+        self._writer: ThreadPoolExecutor | None = None
+        self._reader: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self.closed = True
+        self.written = 0
+
+    # --- lifecycle ---
+
+    async def open(self) -> None:
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="logstore-writer")
+        self._reader = ThreadPoolExecutor(self.readers, thread_name_prefix="logstore-reader")
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._open)
+        self.closed = False
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def _open(self) -> None:
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        conn = self._connect()
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")   # effective on a new file only
+        conn.executescript(SCHEMA)
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        self._conn = conn
+
+    async def close(self) -> None:
+        """Finish every pending write, then close the connections."""
+        if self.closed:
+            return
+        self.closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer, self._close_writer)
+        self._writer.shutdown(wait=True)
+        self._reader.shutdown(wait=True)
+        with self._lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
+
+    def _close_writer(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass
+            self._conn.close()
+            self._conn = None
+
+    # --- writes ---
+
+    async def write(self, records: list, redact: Redactor) -> list[dict]:
+        """Store a batch (one transaction) and return the rows written."""
+        if self.closed:
+            # Only at shutdown, when the core delivers records after this store was closed:
+            # write them directly rather than lose them.
+            return self.write_sync(records, redact)
+        return await asyncio.get_running_loop().run_in_executor(self._writer, self._write, records, redact)
+
+    def _write(self, records: list, redact: Redactor, conn: sqlite3.Connection | None = None) -> list[dict]:
+        rows = [record_row(r, redact, self.max_content_chars) for r in records]
+        conn = conn or self._conn
+        conn.execute("BEGIN")
+        try:
+            conn.executemany(_INSERT, [_row_values(row) for row in rows])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self.written += len(rows)
+        return rows
+
+    def write_sync(self, records: list, redact: Redactor) -> list[dict]:
+        conn = self._connect()
+        try:
+            conn.executescript(SCHEMA)
+            return self._write(records, redact, conn)
+        finally:
+            conn.close()
+
+    async def prune(self, older_than: float | None, max_rows: int | None) -> int:
+        if self.closed:
+            return 0
+        return await asyncio.get_running_loop().run_in_executor(self._writer, self._prune, older_than, max_rows)
+
+    def _prune(self, older_than: float | None, max_rows: int | None) -> int:
+        conn = self._conn
+        deleted = 0
+        if older_than is not None:
+            while True:   # in chunks, so readers and the next batch are not held up
+                cur = conn.execute("DELETE FROM logs WHERE seq IN (SELECT seq FROM logs WHERE time < ? LIMIT 5000)",
+                                   (older_than,))
+                deleted += cur.rowcount
+                if cur.rowcount < 5000:
+                    break
+        if max_rows is not None:
+            (count,) = conn.execute("SELECT COUNT(*) FROM logs").fetchone()
+            if count > max_rows:
+                cur = conn.execute("DELETE FROM logs WHERE seq IN (SELECT seq FROM logs ORDER BY time ASC, seq ASC "
+                                   "LIMIT ?)", (count - max_rows,))
+                deleted += cur.rowcount
+        if deleted:
+            conn.execute("PRAGMA incremental_vacuum")
+        return deleted
+
+    # --- reads ---
+
+    def _rconn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only=1")
+            conn.row_factory = sqlite3.Row
+            self._local.conn = conn
+            with self._lock:
+                self._reader_conns.append(conn)
+        return conn
+
+    async def _read(self, fn, *args):
+        if self.closed:
+            raise RuntimeError("the log store is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._reader, fn, *args)
+
+    async def list(self, flt: LogFilter, order: str, limit: int, offset: int) -> tuple[list[dict], int]:
+        return await self._read(self._list, flt, order, limit, offset)
+
+    def _list(self, flt: LogFilter, order: str, limit: int, offset: int) -> tuple[list[dict], int]:
+        conn = self._rconn()
+        where, params = flt.where()
+        cols = ", ".join(SUMMARY_COLUMNS)
+        rows = conn.execute(f"SELECT {cols} FROM logs{where} ORDER BY {order} LIMIT ? OFFSET ?",
+                            params + [limit, offset]).fetchall()
+        (total,) = conn.execute(f"SELECT COUNT(*) FROM logs{where}", params).fetchone()
+        return [_decode(dict(r), False) for r in rows], total
+
+    async def get(self, record_id: str) -> dict | None:
+        return await self._read(self._get, record_id)
+
+    def _get(self, record_id: str) -> dict | None:
+        row = self._rconn().execute(f"SELECT {', '.join(ALL_COLUMNS)} FROM logs WHERE id = ?",
+                                    (record_id,)).fetchone()
+        return _decode(dict(row), True) if row is not None else None
+
+    async def count(self) -> int:
+        return await self._read(lambda: self._rconn().execute("SELECT COUNT(*) FROM logs").fetchone()[0])
+
+    async def stats(self, flt: LogFilter, buckets: int) -> dict:
+        return await self._read(self._stats, flt, buckets)
+
+    def _stats(self, flt: LogFilter, buckets: int) -> dict:
+        conn = self._rconn()
+        where, params = flt.where()
+        agg = conn.execute(
+            "SELECT COUNT(*), SUM(CASE WHEN status >= 400 OR error IS NOT NULL THEN 1 ELSE 0 END), "
+            "TOTAL(input_tokens), TOTAL(output_tokens), TOTAL(cached_tokens), TOTAL(cost), "
+            "SUM(cache_hit), SUM(CASE WHEN fallback_index > 0 THEN 1 ELSE 0 END), AVG(latency_ms), "
+            f"MAX(latency_ms), AVG(ttft_ms), MIN(time), MAX(time) FROM logs{where}", params).fetchone()
+        count = agg[0] or 0
+        points = conn.execute(
+            "SELECT time, latency_ms, ttft_ms, CASE WHEN status >= 400 OR error IS NOT NULL THEN 1 ELSE 0 END "
+            f"FROM logs{where}", params).fetchall()
+        latencies = sorted(p[1] for p in points if p[1] is not None)
+        ttfts = sorted(p[2] for p in points if p[2] is not None)
+        now = time.time()
+        since = flt.since if flt.since is not None else (agg[11] if agg[11] is not None else now - 3600)
+        until = flt.until if flt.until is not None else max(now, agg[12] or now)
+        width = max((until - since) / max(buckets, 1), 1e-3)
+        series_lat: list[list[float]] = [[] for _ in range(buckets)]
+        series_err = [0] * buckets
+        counts = [0] * buckets
+        for t, lat, _ttft, err in points:
+            b = min(buckets - 1, max(0, int((t - since) / width)))
+            counts[b] += 1
+            series_err[b] += err
+            if lat is not None:
+                series_lat[b].append(lat)
+        series = []
+        for i in range(buckets):
+            lat = sorted(series_lat[i])
+            series.append({"t": since + i * width, "count": counts[i], "errors": series_err[i],
+                           "latency_p50": percentile(lat, 50), "latency_p90": percentile(lat, 90),
+                           "latency_avg": (sum(lat) / len(lat)) if lat else None})
+
+        def group(column: str) -> list[dict]:
+            out = []
+            for r in conn.execute(
+                    f"SELECT {column}, COUNT(*), SUM(CASE WHEN status >= 400 OR error IS NOT NULL THEN 1 ELSE 0 END), "
+                    f"TOTAL(input_tokens + output_tokens), TOTAL(cost), AVG(latency_ms) FROM logs{where} "
+                    f"GROUP BY {column} ORDER BY COUNT(*) DESC LIMIT 100", params):
+                out.append({"value": r[0], "count": r[1], "errors": r[2], "tokens": int(r[3]), "cost": r[4],
+                            "latency_avg": r[5]})
+            return out
+
+        return {
+            "since": since, "until": until, "count": count, "errors": agg[1] or 0,
+            "error_rate": (agg[1] or 0) / count if count else 0.0,
+            "input_tokens": int(agg[2]), "output_tokens": int(agg[3]), "cached_tokens": int(agg[4]),
+            "total_tokens": int(agg[2] + agg[3]), "cost": agg[5], "cache_hits": agg[6] or 0,
+            "fallbacks": agg[7] or 0,
+            "latency_ms": {"avg": agg[8], "max": agg[9], "p50": percentile(latencies, 50),
+                           "p90": percentile(latencies, 90), "p99": percentile(latencies, 99)},
+            "ttft_ms": {"avg": agg[10], "p50": percentile(ttfts, 50), "p90": percentile(ttfts, 90),
+                        "p99": percentile(ttfts, 99)},
+            "bucket_seconds": width, "series": series,
+            "by_provider": group("provider"), "by_model": group("model"),
+            "by_key": group("COALESCE(key_name, key_id)"), "by_team": group("team_id"),
+            "by_status": group("status"),
+        }
