@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import itertools
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,16 @@ class LogRecord:
     extra: dict = field(default_factory=dict)
 
 
+# Request ids: a random per-process prefix and a counter; unique across workers and restarts, and
+# cheaper than uuid4 per request.
+_ID_PREFIX = os.urandom(8).hex()
+_id_counter = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"
+
+
 class RequestContext:
     """Everything about one request; per-request hooks read and set its attributes."""
 
@@ -85,7 +96,7 @@ class RequestContext:
                  "response", "passthrough", "collect", "stop_reason")
 
     def __init__(self, gateway, request, dialect, operation):
-        self.id = uuid.uuid4().hex
+        self.id = new_request_id()
         self.gateway = gateway
         self.request = request
         self.headers = request.headers if request is not None else {}
@@ -180,8 +191,11 @@ class Pipeline:
         except GatewayError as err:
             return self._fail(ctx, err)
         except asyncio.CancelledError:
-            ctx.status = ctx.status or 499   # the client went away
+            ctx.status = 499   # the client went away
             raise
+        except ConnectionResetError:   # the client went away while we were writing to it
+            ctx.status = 499
+            return web.Response(status=499)
         except Exception as exc:  # a bug must still answer in the caller's dialect
             self.log.exception("internal_error", request_id=ctx.id)
             return self._fail(ctx, GatewayError("api_error", f"internal error: {type(exc).__name__}"))
@@ -355,13 +369,22 @@ class Pipeline:
             ctx.first_byte_at = time.perf_counter()
             write = resp.write
             collected = [] if ctx.collect else None
+            flt = upstream.filter
             try:
                 async for chunk in upstream.response.content.iter_any():
                     if tap is not None:
                         tap.feed(chunk)
+                    if flt is not None:
+                        chunk = flt(chunk)
+                        if not chunk:
+                            continue
                     if collected is not None:
                         collected.append(chunk)
                     await write(chunk)
+                if flt is not None:
+                    rest = flt(None)
+                    if rest:
+                        await write(rest)
                 ctx.upstream_done = time.perf_counter()
             except (ConnectionResetError, asyncio.CancelledError):
                 ctx.status = 499
@@ -396,7 +419,13 @@ class Pipeline:
         except TimeoutError:
             await events.aclose()
             raise self._first_byte_timeout(ctx.target, first_byte_timeout)
-        if type(first) is ir.StreamError:
+        if type(first) is list:   # adapters may yield one network read's events as a list
+            if not first:
+                first = [ir.Ping()]
+            if type(first[0]) is ir.StreamError:
+                await events.aclose()
+                raise first[0].error
+        elif type(first) is ir.StreamError:
             await events.aclose()
             raise first.error
         render = ctx.dialect.stream_renderer(ctx._ir, ctx.operation, ctx.model)
@@ -409,11 +438,12 @@ class Pipeline:
         last_write = [time.monotonic()]
         keepalive = asyncio.ensure_future(self._keepalive(resp, render, last_write))
         try:
-            pending = [first]
+            pending = first
             while True:
-                for ev in pending:
-                    out = transform(ev) if transform is not None else (ev,)
-                    for e in out:
+                # One write per batch the adapter yields (one upstream read), not per event.
+                out = []
+                for ev in (pending if type(pending) is list else (pending,)):
+                    for e in (transform(ev) if transform is not None else (ev,)):
                         t = type(e)
                         if t is ir.MessageDelta:
                             usage.add(e.usage)
@@ -426,10 +456,12 @@ class Pipeline:
                             collector.feed(e)
                         data = render(e)
                         if data:
-                            await resp.write(data)
-                            last_write[0] = time.monotonic()
+                            out.append(data)
+                if out:
+                    await resp.write(out[0] if len(out) == 1 else b"".join(out))
+                    last_write[0] = time.monotonic()
                 try:
-                    pending = (await events.__anext__(),)
+                    pending = await events.__anext__()
                 except StopAsyncIteration:
                     break
             ctx.upstream_done = time.perf_counter()

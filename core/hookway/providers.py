@@ -99,7 +99,13 @@ class KeyPicker:
 
 
 class UpstreamStream:
-    """A same-dialect upstream answer: status, headers and the raw body chunks."""
+    """A same-dialect upstream answer: status, headers and the raw body chunks.
+
+    ``filter``, when an adapter sets it, is applied to each streamed chunk after the usage tap has
+    seen it: ``filter(chunk) -> bytes`` (possibly empty), and ``filter(None)`` at the end returns
+    whatever it still holds. Adapters use it to remove what they added on the client's behalf."""
+
+    filter = None
 
     def __init__(self, response: aiohttp.ClientResponse):
         self.response = response
@@ -170,10 +176,11 @@ class ProviderAdapter:
         """A whole answer for a chat (or text completions) request."""
         raise self.unsupported(request.operation)
 
-    def stream(self, request: ir.Request, target: Target, ctx: Any) -> AsyncIterator[ir.Event]:
+    def stream(self, request: ir.Request, target: Target, ctx: Any) -> AsyncIterator[ir.Event | list[ir.Event]]:
         """The answer as canonical events. Must raise :class:`GatewayError` *before* yielding the
         first event when the upstream refuses, so fallbacks can act; after that, yield
-        :class:`hookway.ir.StreamError` instead of raising."""
+        :class:`hookway.ir.StreamError` instead of raising. May yield a list of events (those of
+        one upstream read): the core then writes them to the client in one go."""
         raise self.unsupported(request.operation)
 
     async def forward(self, body: dict, operation: str, target: Target, ctx: Any) -> UpstreamStream:

@@ -180,7 +180,19 @@ class OpenAIAdapter(ProviderAdapter):
         if operation not in self.passthrough:
             raise self.unsupported(operation)
         body = self.prepare_body(dict(body), operation)
-        return UpstreamStream(await self.post(operation, body, target, ctx))
+        injected = False
+        if body.get("stream") is True and operation in ("chat", "completions"):
+            # Usage is needed for logs, budgets and limits even when the client did not ask for it:
+            # ask the upstream, and remove the extra chunk before it reaches the client.
+            options = body.get("stream_options")
+            if not (isinstance(options, dict) and options.get("include_usage") is True):
+                body["stream_options"] = {**(options if isinstance(options, dict) else {}),
+                                          "include_usage": True}
+                injected = True
+        upstream = UpstreamStream(await self.post(operation, body, target, ctx))
+        if injected:
+            upstream.filter = DropUsageOnlyChunk()
+        return upstream
 
     # --- translation ---
 
@@ -220,15 +232,17 @@ class OpenAIAdapter(ProviderAdapter):
         reader = SSEChunkReader(translator)
         finished = False
         try:
-            for ev in translator.start():
-                yield ev   # at once: the client's stream starts while the model thinks
+            # Events are yielded as one list per network read: the core writes each list at once.
+            yield translator.start()   # at once: the client's stream starts while the model thinks
             async for data in resp.content.iter_any():
-                for ev in reader.feed(data):
-                    yield ev
+                events = reader.feed(data)
+                if events:
+                    yield events
                 if reader.saw_done or translator.ended:
                     break
-            for ev in reader.finish():
-                yield ev
+            events = reader.finish()
+            if events:
+                yield events
             finished = True
         except asyncio.TimeoutError:
             yield ir.StreamError(GatewayError("timeout", f"{self.name}: the upstream stream stalled",
@@ -282,6 +296,50 @@ class OpenAIAdapter(ProviderAdapter):
                 raise RuntimeError(f"GET /models answered {resp.status}")
             data = orjson.loads(await resp.read())
         return [m["id"] for m in data.get("data") or [] if isinstance(m, dict) and isinstance(m.get("id"), str)]
+
+
+class DropUsageOnlyChunk:
+    """Removes the usage-only chunk (``"choices": []``) that hookway asked for on the client's
+    behalf, so the client gets exactly the stream it asked for. Events are passed on whole; only a
+    chunk holding a usage object is parsed. ``None`` flushes what is held at the end."""
+
+    __slots__ = ("_partial", "_off")
+
+    def __init__(self) -> None:
+        self._partial = b""
+        self._off = False
+
+    def __call__(self, chunk: bytes | None) -> bytes:
+        if chunk is None:
+            rest, self._partial = self._partial, b""
+            return rest
+        if self._off:
+            return chunk
+        buf = self._partial + chunk if self._partial else chunk
+        if b"\r" in buf:   # CRLF framing: rare; pass it untouched rather than mis-split
+            self._off, self._partial = True, b""
+            return buf
+        end = buf.rfind(b"\n\n")
+        if end < 0:
+            self._partial = buf
+            return b""
+        end += 2
+        self._partial = buf[end:]
+        if buf.find(b'"usage":{', 0, end) < 0 and buf.find(b'"usage": {', 0, end) < 0:
+            return buf if end == len(buf) else buf[:end]
+        events = buf[:end - 2].split(b"\n\n")
+        return b"".join(e + b"\n\n" for e in events if not _is_usage_only(e))
+
+
+def _is_usage_only(event: bytes) -> bool:
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            try:
+                data = orjson.loads(line[5:])
+            except orjson.JSONDecodeError:
+                return False
+            return isinstance(data, dict) and not data.get("choices") and isinstance(data.get("usage"), dict)
+    return False
 
 
 class _TextCompletionTranslator(ChunkTranslator):

@@ -213,11 +213,11 @@ class StreamUsageTap:
         if end < 0:
             self._partial = buf
             return
-        self._partial = buf[end + 1:]
-        complete = buf[:end]
-        if not _has_usage_object(complete):
+        self._partial = buf[end + 1:] if end + 1 < len(buf) else b""
+        # Bounded searches: no copy of the chunk unless it holds a usage object.
+        if buf.find(b'"usage":{', 0, end) < 0 and buf.find(b'"usage": {', 0, end) < 0:
             return
-        for line in complete.split(b"\n"):
+        for line in buf[:end].split(b"\n"):
             if not line.startswith(b"data:") or not _has_usage_object(line):
                 continue
             try:

@@ -84,9 +84,43 @@ def test_stream_without_include_usage_sends_no_usage_chunk(client, fake_upstream
     fake_upstream.enqueue(Reply(text="abc"))
     chunks = list(client.chat.completions.create(model="up/gpt-x", messages=USER, stream=True))
     assert all(c.choices for c in chunks)
-    if mode == "translated":
-        # ...while the gateway itself always asks the upstream for usage.
-        assert fake_upstream.last.json["stream_options"] == {"include_usage": True}
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "abc"
+    # ...while the gateway itself always asks the upstream for usage, on both paths.
+    assert fake_upstream.last.json["stream_options"] == {"include_usage": True}
+
+
+class RecordSink:
+    records: list = []
+
+    @hookimpl
+    def hookway_log(self, records):
+        RecordSink.records.extend(records)
+
+
+def test_usage_is_logged_even_when_the_client_did_not_ask_for_it(fake_upstream, start_gateway, mode):
+    RecordSink.records = []
+    cfg = config(fake_upstream, mode == "translated")
+    cfg["plugins"]["sink"] = {}
+    gw = start_gateway(cfg, {"force_translate": ForceTranslate, "sink": RecordSink})
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+    fake_upstream.enqueue(Reply(text="abcdef", chunk_size=2, usage=(31, 9, 0)))
+    chunks = list(client.chat.completions.create(model="up/gpt-x", messages=USER, stream=True))
+    assert all(c.choices for c in chunks) and all(c.usage is None for c in chunks)
+    gw.stop()   # a graceful stop flushes the log queue
+    (record,) = RecordSink.records
+    assert (record.input_tokens, record.output_tokens, record.passthrough) == (31, 9, mode == "passthrough")
+
+
+def test_usage_chunk_filter_keeps_everything_else_byte_for_byte():
+    from hookway_openai.adapter import DropUsageOnlyChunk
+    events = [b'data: {"choices":[{"delta":{"content":"a"}}],"usage":null}\n\n',
+              b'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}\n\n',
+              b"data: [DONE]\n\n"]
+    raw = b"".join(events)
+    for cut in range(1, len(raw)):
+        flt = DropUsageOnlyChunk()
+        out = flt(raw[:cut]) + flt(raw[cut:]) + flt(None)
+        assert out == events[0] + events[2], cut
 
 
 def test_streamed_tool_calls(client, fake_upstream, mode):
