@@ -42,7 +42,9 @@ test-fast: $(VENV)/.test-installed
 test-slow: $(VENV)/.test-installed $(CLAUDE_DIR)/.installed
 	$(VENV)/bin/pytest -m slow $(PYTEST_ARGS)
 
+# hookway vs a bare aiohttp proxy under wrk (apt's wrk is installed when missing and we are root).
 bench: $(VENV)/.installed
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk; } || true
 	$(VENV)/bin/python contrib/bench/bench.py $(BENCH_ARGS)
 
 clean:

@@ -103,7 +103,7 @@ class Gateway(Pipeline):
         self.dialects: dict[str, Any] = {}
         self.adapter_types: dict[str, type[ProviderAdapter]] = {}
         self.adapters: dict[str, ProviderAdapter] = {}
-        self.admin_routes: list[str] = []
+        self.retired_adapters: list[ProviderAdapter] = []   # replaced at run time; closed at shutdown
         self.log_queue: LogQueue | None = None
         self.stopping = asyncio.Event()   # set when a graceful shutdown begins
         self.tables = {}
@@ -146,15 +146,25 @@ class Gateway(Pipeline):
         old = self.adapters.get(pconf.name)
         self.adapters = {**self.adapters, pconf.name: adapter}
         if old is not None:
-            asyncio.get_running_loop().call_later(60, lambda: asyncio.ensure_future(old.close()))
+            self._retire(old)
 
     async def remove_provider(self, name: str) -> bool:
         old = self.adapters.get(name)
         if old is None:
             return False
         self.adapters = {k: v for k, v in self.adapters.items() if k != name}
-        asyncio.get_running_loop().call_later(60, lambda: asyncio.ensure_future(old.close()))
+        self._retire(old)
         return True
+
+    def _retire(self, adapter: ProviderAdapter) -> None:
+        """Close a replaced adapter once requests in flight on it are likely done (or at shutdown)."""
+        self.retired_adapters.append(adapter)
+
+        def close_later():
+            if adapter in self.retired_adapters:
+                self.retired_adapters.remove(adapter)
+                asyncio.ensure_future(adapter.close())
+        asyncio.get_running_loop().call_later(60, close_later)
 
     # --- the aiohttp application ---
 
@@ -181,8 +191,9 @@ class Gateway(Pipeline):
         log.info("gateway_started", providers=sorted(self.adapters), plugins=self.plugins.global_names,
                  bundles=sorted(self.plugins.bundles))
         yield
-        for adapter in self.adapters.values():
+        for adapter in [*self.adapters.values(), *self.retired_adapters]:
             await adapter.close()
+        self.retired_adapters.clear()
 
     async def _log_lifecycle(self, app: web.Application):
         if self.log_queue is not None:
@@ -238,14 +249,21 @@ def has_admin_routes(app: web.Application) -> bool:
 
 
 def configure_logging(level: str = "info", fmt: str = "console") -> None:
-    """structlog for the gateway's own events; JSON lines with ``log_format: json``."""
+    """structlog for the gateway's own events; JSON lines with ``log_format: json``. Plugins that
+    log through the standard library come out in the same format (ProcessorFormatter)."""
     lvl = getattr(logging, level.upper(), logging.INFO)
-    logging.basicConfig(level=lvl, format="%(message)s")
     renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    shared = [structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
+              structlog.processors.TimeStamper(fmt="iso")]
     structlog.configure(
-        processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
-                    structlog.processors.TimeStamper(fmt="iso"), structlog.processors.format_exc_info,
-                    renderer],
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
         cache_logger_on_first_use=True,
     )
+    handler = logging.StreamHandler()
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name]))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(lvl)

@@ -125,6 +125,14 @@ def hookway_log(records: list) -> Any:
     """
 
 
+@hookspec
+def hookway_filter_models(ctx: Any, ids: list) -> Any:
+    """Narrow the ``provider/model`` ids a caller sees in ``GET /v1/models`` (and the other model
+    lists). Return the new list, or None to leave it as is. Every implementation of the caller's
+    bundle is applied in turn. Not on the inference path: cost does not matter.
+    """
+
+
 # --- per-request hooks (compiled, see module docstring) --------------------------------------------
 
 @hookspec(firstresult=True)

@@ -70,6 +70,7 @@ class LogRecord:
     stream: bool
     passthrough: bool
     stop_reason: str | None = None
+    cost: float | None = None  # USD, set by a pricing plugin (governance)
     request: Any = None        # the request body (dict), when content logging is on
     response: Any = None       # ir.Response when known and content logging is on
     response_body: bytes | None = None   # the upstream bytes of a pass-through answer (content logging)
@@ -93,7 +94,7 @@ class RequestContext:
                  "stream", "identity", "table", "targets", "target", "rule", "state", "_ir",
                  "usage", "response_headers", "started", "first_byte_at", "upstream_started",
                  "upstream_done", "status", "error", "attempt", "cache_hit", "cache_similarity",
-                 "response", "passthrough", "collect", "stop_reason")
+                 "response", "passthrough", "collect", "stop_reason", "cost")
 
     def __init__(self, gateway, request, dialect, operation):
         self.id = new_request_id()
@@ -127,6 +128,7 @@ class RequestContext:
         self.passthrough = False
         self.collect = False
         self.stop_reason: str | None = None
+        self.cost: float | None = None
 
     @property
     def ir(self) -> ir.Request:
@@ -161,7 +163,7 @@ class RequestContext:
             input_tokens=self.usage.input_tokens, output_tokens=self.usage.output_tokens,
             cached_tokens=self.usage.cache_read_input_tokens, cache_hit=self.cache_hit,
             cache_similarity=self.cache_similarity, fallback_index=self.attempt, stream=self.stream,
-            passthrough=self.passthrough, stop_reason=self.stop_reason,
+            passthrough=self.passthrough, stop_reason=self.stop_reason, cost=self.cost,
             request=self.body if self.gateway.log_content else None,
             response=self.response if self.gateway.log_content else None,
             response_body=self.state.get("raw_response") if self.gateway.log_content else None,
@@ -580,7 +582,8 @@ class Pipeline:
         raise GatewayError("not_found", why, param="model")
 
     async def model_ids(self, ctx: RequestContext | None = None) -> list[str]:
-        """``provider/model`` ids known to the gateway (plugins may filter by ``ctx.identity``)."""
+        """``provider/model`` ids the caller may use: every provider's models, then each
+        ``hookway_filter_models`` implementation of the caller's bundle in turn."""
         results = await asyncio.gather(*(a.list_models() for a in self.adapters.values()),
                                        return_exceptions=True)
         ids = []
@@ -588,4 +591,11 @@ class Pipeline:
             if isinstance(models, BaseException):
                 continue
             ids += [f"{name}/{m}" for m in models]
+        names = ctx.table.plugins if ctx is not None else self.plugins.global_names
+        for _, fn in self.plugins.impls("hookway_filter_models", list(names)):
+            result = fn(ctx=ctx, ids=ids)
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result is not None:
+                ids = list(result)
         return ids

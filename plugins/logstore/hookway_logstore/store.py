@@ -181,7 +181,7 @@ def record_row(r: Any, redact: Redactor, max_content_chars: int) -> dict:
     raw = r.response_body
     if isinstance(raw, (bytes, bytearray)):
         raw = raw.decode("utf-8", "replace")
-    cost = extra.get("cost", extra.get("cost_usd"))   # governance writes cost_usd
+    cost = r.cost
     try:
         cost = float(cost) if cost is not None else None
     except (TypeError, ValueError):

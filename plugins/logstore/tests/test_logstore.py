@@ -83,7 +83,7 @@ def test_log_content_false_keeps_no_content(logstore_gateway):
 
 
 def test_cost_identity_and_rule_come_from_the_record(logstore_gateway):
-    class Governance:   # what a governance plugin does: identity from auth, cost on ctx.state["log"]
+    class Governance:   # what a governance plugin does: identity from auth, cost on ctx.cost
         @hookimpl
         def hookway_auth(self, ctx):
             return Identity(key_id="vk-1", key_name="alice-key", team_id="team-a")
@@ -94,7 +94,7 @@ def test_cost_identity_and_rule_come_from_the_record(logstore_gateway):
                 try:
                     return await call_next(ctx)
                 finally:
-                    ctx.state.setdefault("log", {})["cost"] = 0.0125
+                    ctx.cost = 0.0125
             return cost
 
     gw = logstore_gateway(plugins={"gov": {}}, extra_plugins={"gov": Governance})
@@ -116,13 +116,13 @@ def seeded(logstore_gateway):
     now = time.time()
     records = [
         record(provider="cerebras", model="fast", upstream_model="llama", status=200, latency_ms=100,
-               input_tokens=10, output_tokens=20, extra={"cost": 0.01}, key_id="k1", key_name="alice",
+               input_tokens=10, output_tokens=20, cost=0.01, key_id="k1", key_name="alice",
                team_id="red", time=now - 10, request={"messages": [{"role": "user", "content": "find the needle"}]}),
         record(provider="cerebras", model="fast", upstream_model="llama", status=429, error="rate_limit: slow down",
                latency_ms=5, input_tokens=0, output_tokens=0, key_id="k2", key_name="bob", team_id="blue",
                time=now - 20),
         record(provider="anthropic", model="claude", upstream_model="claude", status=200, latency_ms=900,
-               input_tokens=1000, output_tokens=500, extra={"cost": 0.5}, key_id="k1", key_name="alice",
+               input_tokens=1000, output_tokens=500, cost=0.5, key_id="k1", key_name="alice",
                team_id="red", time=now - 30, cache_hit=True, stream=True, ttft_ms=300),
         record(provider="anthropic", model="claude", upstream_model="claude", status=502, error="bad_gateway: down",
                latency_ms=50, fallback_index=1, time=now - 7200),

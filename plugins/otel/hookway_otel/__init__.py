@@ -92,15 +92,15 @@ class Redactor:
 
 
 def _stop_reason(rec) -> str | None:
+    if rec.stop_reason:
+        return rec.stop_reason
     resp = rec.response
     if isinstance(resp, ir.Response):
         return resp.stop_reason
-    extra = rec.extra or {}
-    found = extra.get("finish_reason") or extra.get("stop_reason")
-    if found is None and extra.get("response_body"):
-        # a byte pass-through answer kept by the logstore plugin (OpenAI or Anthropic shape)
+    if rec.response_body:
+        # a byte pass-through answer (OpenAI or Anthropic shape), kept when content is logged
         try:
-            body = orjson.loads(extra["response_body"])
+            body = orjson.loads(rec.response_body)
         except (orjson.JSONDecodeError, TypeError):
             return None
         if isinstance(body, dict):
@@ -108,15 +108,7 @@ def _stop_reason(rec) -> str | None:
             if choices and isinstance(choices[0], dict):
                 return choices[0].get("finish_reason")
             return body.get("stop_reason")
-    return found
-
-
-def _cost(extra: dict):
-    value = extra.get("cost", extra.get("cost_usd")) if extra else None
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
+    return None
 
 
 def _clean(attrs: dict) -> dict:
@@ -154,7 +146,7 @@ def span_attributes(rec, provider_name: str | None, redact=None) -> dict:
         "hookway.latency_ms": rec.latency_ms,
         "hookway.ttft_ms": rec.ttft_ms,
         "hookway.upstream_ms": rec.upstream_ms,
-        "hookway.cost_usd": _cost(extra),
+        "hookway.cost_usd": rec.cost,
     }
     if rec.cached_tokens:
         attrs["gen_ai.usage.cache_read.input_tokens"] = rec.cached_tokens

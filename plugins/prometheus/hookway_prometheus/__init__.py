@@ -40,13 +40,6 @@ SCHEMA = {
 }
 
 
-def _cost(extra: dict) -> float | None:
-    value = extra.get("cost", extra.get("cost_usd")) if extra else None
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
 
 def _kind(error: str | None) -> str:
     """The error kind of a record's ``"kind: message"`` error string (a small, fixed set)."""
@@ -136,7 +129,7 @@ class Metrics:
                 self.output_tokens.labels(*base, *who).inc(rec.output_tokens)
             if rec.cached_tokens:
                 self.cached_tokens.labels(*base, *who).inc(rec.cached_tokens)
-            cost = _cost(rec.extra)
+            cost = rec.cost
             if cost:
                 self.cost.labels(*base, *who).inc(cost)
             if rec.cache_hit:

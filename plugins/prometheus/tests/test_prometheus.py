@@ -100,7 +100,7 @@ class Extras:
             try:
                 return await call_next(ctx)
             finally:
-                ctx.state.setdefault("log", {})["cost_usd"] = 0.25
+                ctx.cost = 0.25
         return cost
 
     @hookimpl
