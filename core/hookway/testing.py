@@ -7,7 +7,12 @@ Fixtures:
   streaming or not, text completions, models, embeddings), scriptable reply by reply, recording
   what it received. Runs in a background thread, so sync SDK clients work in tests.
 * ``start_gateway`` — ``start_gateway(config_dict, extra_plugins=None)`` builds and runs a gateway
-  in a background thread and returns a :class:`RunningGateway` with ``.url``.
+  in a background thread and returns a :class:`RunningGateway` with ``.url``. ``server.data_dir``
+  defaults to the test's temporary directory, so embedded stores never touch ``./data``.
+* ``fake_upstreams`` — a factory of further :class:`FakeOpenAI` servers (fallback tests).
+
+Test plugins to enable with ``extra_plugins``: :class:`RecordingSink` (keeps every log record) and
+:class:`HeaderIdentity` (an identity from ``x-test-*`` headers, instead of a real auth plugin).
 
 Example::
 
@@ -34,8 +39,11 @@ import pytest
 from aiohttp import web
 
 from .config import build as build_config
+from .hookspecs import hookimpl
+from .pipeline import Identity
 
-__all__ = ["Reply", "FakeOpenAI", "RunningGateway", "ThreadedApp", "fake_upstream", "start_gateway"]
+__all__ = ["Reply", "FakeOpenAI", "RunningGateway", "ThreadedApp", "RecordingSink", "HeaderIdentity",
+           "provider_block", "fake_upstream", "fake_upstreams", "start_gateway"]
 
 
 class ThreadedApp:
@@ -336,6 +344,45 @@ class RunningGateway:
         self.server.stop()
 
 
+class RecordingSink:
+    """A log sink plugin (``hookway_log``) that keeps every record in ``RecordingSink.records``
+    (emptied by the ``start_gateway`` fixture). Enable as ``{"sink": RecordingSink}``."""
+
+    records: list = []
+
+    @hookimpl
+    def hookway_log(self, records):
+        RecordingSink.records.extend(records)
+
+    @classmethod
+    def wait(cls, n: int, timeout: float = 5.0) -> list:
+        """The records once there are at least ``n`` (log records arrive in background batches)."""
+        deadline = time.monotonic() + timeout
+        while len(cls.records) < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return cls.records
+
+
+class HeaderIdentity:
+    """An auth plugin for tests: the identity comes from ``x-test-key``, ``x-test-team``,
+    ``x-test-customer`` and ``x-test-bundle`` headers; without any of them it declines."""
+
+    @hookimpl
+    def hookway_auth(self, ctx):
+        h = ctx.headers
+        key, team, customer, bundle = (h.get("x-test-key"), h.get("x-test-team"),
+                                       h.get("x-test-customer"), h.get("x-test-bundle"))
+        if key is None and team is None and customer is None and bundle is None:
+            return None
+        return Identity(key_id=key, team_id=team, customer_id=customer, bundle=bundle)
+
+
+def provider_block(fake: FakeOpenAI, *keys: str, **network) -> dict:
+    """A provider of type openai pointed at ``fake``, with the given key names (= values)."""
+    return {"type": "openai", "keys": [{"name": k, "value": k} for k in (keys or ("k",))],
+            "network_config": {"base_url": fake.url, **network}}
+
+
 def run_gateway(config: dict, extra_plugins: dict | None = None, port: int = 0) -> RunningGateway:
     """Build a gateway from a config dict and serve it on 127.0.0.1 in a background thread."""
     from .app import Gateway
@@ -355,11 +402,27 @@ def fake_upstream():
 
 
 @pytest.fixture
-def start_gateway():
+def fake_upstreams():
+    made: list[FakeOpenAI] = []
+
+    def make() -> FakeOpenAI:
+        fake = FakeOpenAI().start()
+        made.append(fake)
+        return fake
+    yield make
+    for fake in made:
+        fake.stop()
+
+
+@pytest.fixture
+def start_gateway(tmp_path_factory):
     started: list[RunningGateway] = []
+    data_dir = str(tmp_path_factory.mktemp("hookway-data"))
+    RecordingSink.records = []
 
     def start(config: dict, extra_plugins: dict | None = None) -> RunningGateway:
-        gw = run_gateway(config, extra_plugins)
+        server = {"data_dir": data_dir, **(config.get("server") or {})}
+        gw = run_gateway({**config, "server": server}, extra_plugins)
         started.append(gw)
         return gw
 

@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from hookway.testing import FakeOpenAI, run_gateway  # noqa: E402
-from fallbacks_helpers import HeaderAuth, RecordSink  # noqa: E402
+from hookway.testing import HeaderIdentity, RecordingSink
 
 
 @pytest.fixture
-def upstreams():
-    made = []
-
-    def make() -> FakeOpenAI:
-        fake = FakeOpenAI().start()
-        made.append(fake)
-        return fake
-    yield make
-    for fake in made:
-        fake.stop()
+def upstreams(fake_upstreams):
+    return fake_upstreams
 
 
 @pytest.fixture
-def gateway_factory(tmp_path):
-    """``start(config)`` with the test sink and header auth; stopped at the end. ``stop`` lets a
-    test restart a gateway on the same data directory."""
-    RecordSink.records = []
-    started = []
+def gateway_factory(start_gateway, tmp_path):
+    """``start(config)`` with a recording log sink and header identities, on one data directory
+    for the whole test (so a test can restart a gateway on the same stores)."""
 
     def start(config: dict):
         config = {**config, "server": {"data_dir": str(tmp_path / "data"), **config.get("server", {})}}
@@ -39,9 +23,5 @@ def gateway_factory(tmp_path):
         plugins.setdefault("sink", {})
         plugins.setdefault("headerauth", {})
         config["plugins"] = plugins
-        gw = run_gateway(config, {"sink": RecordSink, "headerauth": HeaderAuth})
-        started.append(gw)
-        return gw
-    yield start
-    for gw in started:
-        gw.stop()
+        return start_gateway(config, {"sink": RecordingSink, "headerauth": HeaderIdentity})
+    return start

@@ -10,10 +10,9 @@ import httpx
 import openai
 import pytest
 
-from hookway.testing import Reply
+from hookway.testing import RecordingSink, Reply, provider_block
 from hookway_fallbacks import backoff_delay, retry_after_seconds
 
-from fallbacks_helpers import RecordSink, provider
 
 MSG = [{"role": "user", "content": "hi"}]
 FAST = {"retry_backoff_initial": 10, "retry_backoff_max": 40}
@@ -44,10 +43,10 @@ def config(providers: dict, rules=None, fallbacks: dict | None = None, **extra) 
 
 
 def chain_config(a, b, c=None, **network):
-    providers = {"primary": provider(a, **network), "backup": provider(b, **network)}
+    providers = {"primary": provider_block(a, **network), "backup": provider_block(b, **network)}
     targets = ["backup/m2"]
     if c is not None:
-        providers["third"] = provider(c, **network)
+        providers["third"] = provider_block(c, **network)
         targets.append("third/m3")
     rules = [{"name": "chain", "match": {"model": "m"}, "targets": ["primary/m1"], "fallbacks": targets}]
     return config(providers, rules, {})
@@ -64,7 +63,7 @@ def test_transient_failure_falls_back_to_the_rule_fallback(upstreams, gateway_fa
     r = client(gw).chat.completions.create(model="m", messages=MSG)
     assert r.choices[0].message.content == "from-b"
     assert len(a.requests) == 1 and b.last.json["model"] == "m2"
-    record = RecordSink.wait(1)[0]
+    record = RecordingSink.wait(1)[0]
     assert record.rule == "chain" and record.fallback_index == 1
     assert (record.provider, record.upstream_model, record.status) == ("backup", "m2", 200)
     assert record.extra["attempts"][0]["status"] == failure.status
@@ -93,14 +92,14 @@ def test_every_target_failing_sends_the_first_targets_error(upstreams, gateway_f
     assert "primary is rate limited" in str(info.value)
     assert info.value.response.headers.get("retry-after") == "7"
     assert [len(x.requests) for x in (a, b, c)] == [1, 1, 1]
-    record = RecordSink.wait(1)[0]
+    record = RecordingSink.wait(1)[0]
     assert record.status == 429 and [x["status"] for x in record.extra["attempts"]] == [429, 500, 503]
 
 
 def test_request_body_fallbacks_bifrost_convention(upstreams, gateway_factory):
     a, b = upstreams(), labelled(upstreams(), "b")
     a.enqueue(Reply(status=503))
-    gw = gateway_factory(config({"primary": provider(a), "backup": provider(b)}, fallbacks={}))
+    gw = gateway_factory(config({"primary": provider_block(a), "backup": provider_block(b)}, fallbacks={}))
     r = client(gw).chat.completions.create(model="primary/m1", messages=MSG,
                                            extra_body={"fallbacks": ["nowhere/x", "backup/m2"]})
     assert r.choices[0].message.content == "from-b"
@@ -112,7 +111,7 @@ def test_rule_fallbacks_come_before_request_fallbacks(upstreams, gateway_factory
     a, b, c = upstreams(), upstreams(), labelled(upstreams(), "c")
     a.enqueue(Reply(status=500))
     b.enqueue(Reply(status=500))
-    providers = {"primary": provider(a), "backup": provider(b), "third": provider(c)}
+    providers = {"primary": provider_block(a), "backup": provider_block(b), "third": provider_block(c)}
     rules = [{"name": "r", "match": {"model": "m"}, "targets": ["primary/m1"], "fallbacks": ["backup/m2"]}]
     gw = gateway_factory(config(providers, rules, {}))
     r = client(gw).chat.completions.create(model="m", messages=MSG, extra_body={"fallbacks": ["third/m3"]})
@@ -124,11 +123,11 @@ def test_connection_refused_falls_back(upstreams, gateway_factory):
     b = labelled(upstreams(), "b")
     providers = {"primary": {"type": "openai", "keys": [{"value": "k"}],
                              "network_config": {"base_url": closed_port_url()}},
-                 "backup": provider(b)}
+                 "backup": provider_block(b)}
     rules = [{"name": "r", "match": {"model": "m"}, "targets": ["primary/m1"], "fallbacks": ["backup/m2"]}]
     gw = gateway_factory(config(providers, rules, {}))
     assert client(gw).chat.completions.create(model="m", messages=MSG).choices[0].message.content == "from-b"
-    assert RecordSink.wait(1)[0].extra["attempts"][0]["status"] == 502
+    assert RecordingSink.wait(1)[0].extra["attempts"][0]["status"] == 502
 
 
 @pytest.mark.parametrize("delay", [1.0, 30.0], ids=["slow-first-byte", "hangs"])
@@ -141,7 +140,7 @@ def test_slow_or_hanging_upstream_times_out_and_falls_back(upstreams, gateway_fa
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text == "from-b"
     assert time.monotonic() - started < 3
-    assert RecordSink.wait(1)[0].extra["attempts"][0]["status"] == 504
+    assert RecordingSink.wait(1)[0].extra["attempts"][0]["status"] == 504
 
 
 def test_retries_the_same_provider_then_falls_back(upstreams, gateway_factory):
@@ -159,14 +158,14 @@ def test_a_retry_that_succeeds_stays_on_the_provider(upstreams, gateway_factory)
     gw = gateway_factory(chain_config(a, b, max_retries=2, **FAST))
     assert client(gw).chat.completions.create(model="m", messages=MSG).choices[0].message.content == "from-a"
     assert len(a.requests) == 2 and b.requests == []
-    record = RecordSink.wait(1)[0]
+    record = RecordingSink.wait(1)[0]
     assert record.fallback_index == 1 and record.provider == "primary"
 
 
 def test_retry_after_is_honoured(upstreams, gateway_factory):
     a = labelled(upstreams(), "a")
     a.enqueue(Reply(status=429, headers={"retry-after": "1"}))
-    gw = gateway_factory(config({"primary": provider(a, max_retries=1, retry_backoff_initial=10,
+    gw = gateway_factory(config({"primary": provider_block(a, max_retries=1, retry_backoff_initial=10,
                                                      retry_backoff_max=3000)}, fallbacks={}))
     started = time.monotonic()
     r = client(gw).chat.completions.create(model="primary/m", messages=MSG)
@@ -178,7 +177,7 @@ def test_retry_after_is_honoured(upstreams, gateway_factory):
 def test_retry_after_is_capped_by_retry_backoff_max(upstreams, gateway_factory):
     a = labelled(upstreams(), "a")
     a.enqueue(Reply(status=503, headers={"retry-after": "30"}))
-    gw = gateway_factory(config({"primary": provider(a, max_retries=1, retry_backoff_initial=10,
+    gw = gateway_factory(config({"primary": provider_block(a, max_retries=1, retry_backoff_initial=10,
                                                      retry_backoff_max=200)}, fallbacks={}))
     started = time.monotonic()
     assert client(gw).chat.completions.create(model="primary/m", messages=MSG).choices[0].message.content == "from-a"
@@ -189,7 +188,7 @@ def test_retry_after_is_capped_by_retry_backoff_max(upstreams, gateway_factory):
 def test_rate_limit_or_auth_failure_rotates_to_another_key_first(upstreams, gateway_factory, status):
     a, b = labelled(upstreams(), "a"), labelled(upstreams(), "b")
     a.enqueue(Reply(status=status, error="this key is refused"))
-    providers = {"primary": provider(a, "key-one", "key-two"), "backup": provider(b)}
+    providers = {"primary": provider_block(a, "key-one", "key-two"), "backup": provider_block(b)}
     rules = [{"name": "r", "match": {"model": "m"}, "targets": ["primary/m1"], "fallbacks": ["backup/m2"]}]
     gw = gateway_factory(config(providers, rules, {}))
     assert client(gw).chat.completions.create(model="m", messages=MSG).choices[0].message.content == "from-a"
@@ -201,7 +200,7 @@ def test_rate_limit_or_auth_failure_rotates_to_another_key_first(upstreams, gate
 def test_when_every_key_is_refused_the_next_provider_answers(upstreams, gateway_factory):
     a, b = upstreams(), labelled(upstreams(), "b")
     a.responder = lambda rec: Reply(status=401, error="bad key")
-    providers = {"primary": provider(a, "key-one", "key-two", "key-three"), "backup": provider(b)}
+    providers = {"primary": provider_block(a, "key-one", "key-two", "key-three"), "backup": provider_block(b)}
     rules = [{"name": "r", "match": {"model": "m"}, "targets": ["primary/m1"], "fallbacks": ["backup/m2"]}]
     gw = gateway_factory(config(providers, rules, {}))
     assert client(gw).chat.completions.create(model="m", messages=MSG).choices[0].message.content == "from-b"
@@ -252,7 +251,7 @@ def test_client_disconnect_cancels_the_upstream_call(upstreams, gateway_factory)
 def test_disconnect_during_a_backoff_wait_stops_the_retries(upstreams, gateway_factory):
     a = upstreams()
     a.responder = lambda rec: Reply(status=503)
-    gw = gateway_factory(config({"primary": provider(a, max_retries=5, retry_backoff_initial=800,
+    gw = gateway_factory(config({"primary": provider_block(a, max_retries=5, retry_backoff_initial=800,
                                                      retry_backoff_max=800)}, fallbacks={}))
     with pytest.raises(httpx.ReadTimeout):   # the first retry waits 0.4 to 0.8 s
         httpx.post(gw.url + "/v1/chat/completions", json={"model": "primary/m", "messages": MSG}, timeout=0.2)

@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from hookway import hookimpl
-from hookway.testing import Reply
+from hookway.testing import RecordingSink, Reply
 from hookway_openai import OpenAIAdapter
 
 
@@ -89,25 +89,16 @@ def test_stream_without_include_usage_sends_no_usage_chunk(client, fake_upstream
     assert fake_upstream.last.json["stream_options"] == {"include_usage": True}
 
 
-class RecordSink:
-    records: list = []
-
-    @hookimpl
-    def hookway_log(self, records):
-        RecordSink.records.extend(records)
-
-
 def test_usage_is_logged_even_when_the_client_did_not_ask_for_it(fake_upstream, start_gateway, mode):
-    RecordSink.records = []
     cfg = config(fake_upstream, mode == "translated")
     cfg["plugins"]["sink"] = {}
-    gw = start_gateway(cfg, {"force_translate": ForceTranslate, "sink": RecordSink})
+    gw = start_gateway(cfg, {"force_translate": ForceTranslate, "sink": RecordingSink})
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
     fake_upstream.enqueue(Reply(text="abcdef", chunk_size=2, usage=(31, 9, 0)))
     chunks = list(client.chat.completions.create(model="up/gpt-x", messages=USER, stream=True))
     assert all(c.choices for c in chunks) and all(c.usage is None for c in chunks)
     gw.stop()   # a graceful stop flushes the log queue
-    (record,) = RecordSink.records
+    (record,) = RecordingSink.records
     assert (record.input_tokens, record.output_tokens, record.passthrough) == (31, 9, mode == "passthrough")
 
 

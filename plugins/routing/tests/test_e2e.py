@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from routing_helpers import RecordSink, provider
+from hookway.testing import RecordingSink, provider_block
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -31,7 +31,7 @@ def two(upstreams):
 
 def base_config(a, b, rules=None, **extra) -> dict:
     config = {"plugins": {"openai": {}, "routing": {"rules": rules or []}},
-              "providers": {"cerebras": provider(a), "backup": provider(b)}}
+              "providers": {"cerebras": provider_block(a), "backup": provider_block(b)}}
     config.update(extra)
     return config
 
@@ -50,7 +50,7 @@ def test_alias_rule_maps_a_model_name_and_the_log_says_which_rule(upstreams, gat
     # provider/model names bypass the rules
     assert ask(gw, "backup/some-model") == "from-b"
     assert b.last.json["model"] == "some-model"
-    records = RecordSink.wait(3)
+    records = RecordingSink.wait(3)
     by_model = {r.model: r for r in records}
     assert by_model["sonnet-model"].rule == "sonnet"
     assert (by_model["sonnet-model"].provider, by_model["sonnet-model"].upstream_model) == ("cerebras", "llama-3.3-70b")
