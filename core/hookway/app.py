@@ -91,6 +91,22 @@ class LogQueue:
         await self.drain()
 
 
+class Redactor:
+    """Replaces known secrets in text bound for logs, spans or API answers (upstream errors can echo
+    a provider key back). Longest first, so a secret containing another is replaced whole."""
+
+    def __init__(self, secrets=()) -> None:
+        self.secrets = tuple(sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True))
+
+    def __call__(self, text):
+        if not text or not self.secrets:
+            return text
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, "[redacted]")
+        return text
+
+
 class Gateway(Pipeline):
     """The running gateway: config, plugins, dialects, adapters, compiled hook tables."""
 
@@ -104,6 +120,7 @@ class Gateway(Pipeline):
         self.adapter_types: dict[str, type[ProviderAdapter]] = {}
         self.adapters: dict[str, ProviderAdapter] = {}
         self.retired_adapters: list[ProviderAdapter] = []   # replaced at run time; closed at shutdown
+        self._redactor: tuple[Any, Redactor] | None = None
         self.log_queue: LogQueue | None = None
         self.stopping = asyncio.Event()   # set when a graceful shutdown begins
         self.tables = {}
@@ -133,6 +150,18 @@ class Gateway(Pipeline):
         sinks = [fn for _, fn in self.plugins.impls("hookway_log", self.plugins.all_names)]
         if sinks:
             self.log_queue = LogQueue(sinks, config.server.log_queue_size)
+
+    def redactor(self) -> Redactor:
+        """The :class:`Redactor` for the current secrets: every provider key value and the admin
+        token. Rebuilt when providers change at run time."""
+        adapters = self.adapters
+        if self._redactor is None or self._redactor[0] is not adapters:
+            secrets = [k.value for a in adapters.values() for k in a.config.keys if k.value]
+            secrets += [k.value for p in self.config.providers.values() for k in p.keys if k.value]
+            if self.config.server.admin_token:
+                secrets.append(self.config.server.admin_token)
+            self._redactor = (adapters, Redactor(secrets))
+        return self._redactor[1]
 
     # --- provider management at run time (used by management APIs) ---
 

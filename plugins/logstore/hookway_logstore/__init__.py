@@ -25,7 +25,7 @@ from hookway import hookimpl
 from hookway.app import admin_only
 
 from .filters import FilterError, LogFilter, parse_duration, parse_page, parse_sort
-from .store import CONTENT_COLUMNS, LogStore, Redactor
+from .store import CONTENT_COLUMNS, LogStore
 
 __all__ = ["LogstorePlugin", "LogStore", "LogFilter"]
 
@@ -73,8 +73,6 @@ class LogstorePlugin:
         self.gateway = None
         self.log_content = True
         self.subscribers: set[_Subscriber] = set()
-        self._redactor: Redactor | None = None
-        self._redactor_for = None
         self._retention_task: asyncio.Task | None = None
 
     # --- start-up ---
@@ -131,17 +129,6 @@ class LogstorePlugin:
 
     # --- the sink ---
 
-    def redactor(self) -> Redactor:
-        adapters = self.gateway.adapters
-        if self._redactor is None or self._redactor_for is not adapters:
-            secrets = [k.value for a in adapters.values() for k in (a.config.keys or []) if k.value]
-            secrets += [k.value for p in self.gateway.config.providers.values() for k in p.keys if k.value]
-            if self.gateway.config.server.admin_token:
-                secrets.append(self.gateway.config.server.admin_token)
-            self._redactor = Redactor(secrets)
-            self._redactor_for = adapters
-        return self._redactor
-
     @hookimpl
     async def hookway_log(self, records):
         if not self.log_content:
@@ -149,7 +136,7 @@ class LogstorePlugin:
         if self.store.closed:
             log.warning("logstore_records_after_close", count=len(records),
                         detail="the core delivered records after the store closed; written directly")
-        rows = await self.store.write(records, self.redactor())
+        rows = await self.store.write(records, self.gateway.redactor())
         if self.subscribers:
             self._broadcast(rows)
 

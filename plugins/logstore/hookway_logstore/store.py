@@ -14,7 +14,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import is_dataclass
-from typing import Any, Iterable
+from typing import Any, Callable
 
 import orjson
 
@@ -154,28 +154,13 @@ def normalise_response(resp: Any, raw: Any = None) -> dict | None:
     return {"content": [], "body": data}
 
 
-class Redactor:
-    """Replaces known secrets (provider key values) in stored text."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self.secrets = tuple(sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True))
-
-    def __call__(self, text: str | None) -> str | None:
-        if text is None or not self.secrets:
-            return text
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, "[redacted]")
-        return text
-
-
 def _clip(text: str | None, limit: int) -> str | None:
     if text is None or len(text) <= limit:
         return text
     return dumps({"_truncated": True, "chars": len(text), "head": text[:limit]})
 
 
-def record_row(r: Any, redact: Redactor, max_content_chars: int) -> dict:
+def record_row(r: Any, redact: Callable[[str | None], str | None], max_content_chars: int) -> dict:
     """A row dict (every column) from a :class:`hookway.pipeline.LogRecord`."""
     extra = dict(r.extra or {})
     raw = r.response_body
@@ -298,7 +283,7 @@ class LogStore:
 
     # --- writes ---
 
-    async def write(self, records: list, redact: Redactor) -> list[dict]:
+    async def write(self, records: list, redact: Callable) -> list[dict]:
         """Store a batch (one transaction) and return the rows written."""
         if self.closed:
             # Only at shutdown, when the core delivers records after this store was closed:
@@ -306,7 +291,7 @@ class LogStore:
             return self.write_sync(records, redact)
         return await asyncio.get_running_loop().run_in_executor(self._writer, self._write, records, redact)
 
-    def _write(self, records: list, redact: Redactor, conn: sqlite3.Connection | None = None) -> list[dict]:
+    def _write(self, records: list, redact: Callable, conn: sqlite3.Connection | None = None) -> list[dict]:
         rows = [record_row(r, redact, self.max_content_chars) for r in records]
         conn = conn or self._conn
         conn.execute("BEGIN")
@@ -319,7 +304,7 @@ class LogStore:
         self.written += len(rows)
         return rows
 
-    def write_sync(self, records: list, redact: Redactor) -> list[dict]:
+    def write_sync(self, records: list, redact: Callable) -> list[dict]:
         conn = self._connect()
         try:
             conn.executescript(SCHEMA)

@@ -78,19 +78,6 @@ def default_endpoint() -> str:
     return "http://localhost:4318/v1/traces"
 
 
-class Redactor:
-    def __init__(self, secrets=()) -> None:
-        self.secrets = tuple(sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True))
-
-    def __call__(self, text):
-        if not text or not self.secrets:
-            return text
-        for s in self.secrets:
-            if s in text:
-                text = text.replace(s, "[redacted]")
-        return text
-
-
 def _stop_reason(rec) -> str | None:
     if rec.stop_reason:
         return rec.stop_reason
@@ -188,8 +175,6 @@ class OtelPlugin:
         self.tracer = None
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
-        self._redactor = None
-        self._redactor_for = None
 
     # --- start-up ---
 
@@ -280,22 +265,11 @@ class OtelPlugin:
 
     # --- the sink ---
 
-    def redactor(self) -> Redactor:
-        adapters = self.gateway.adapters
-        if self._redactor is None or self._redactor_for is not adapters:
-            secrets = [k.value for a in adapters.values() for k in (a.config.keys or []) if k.value]
-            secrets += [k.value for p in self.gateway.config.providers.values() for k in p.keys if k.value]
-            if self.gateway.config.server.admin_token:
-                secrets.append(self.gateway.config.server.admin_token)
-            self._redactor = Redactor(secrets)
-            self._redactor_for = adapters
-        return self._redactor
-
     @hookimpl
     async def hookway_log(self, records):
         if self.tracer is None:
             return
-        redact = self.redactor()
+        redact = self.gateway.redactor()
         if self._closed:
             self._emit(records, redact)
             return
