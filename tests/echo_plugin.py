@@ -66,7 +66,8 @@ class EchoAdapter(ProviderAdapter):
     def _maybe_fail(self, target):
         status = self.config.settings.get("fail")
         if status:
-            raise GatewayError("api_error" if status >= 500 else "rate_limit", f"{self.name} failed",
+            message = self.config.settings.get("fail_message", f"{self.name} failed")
+            raise GatewayError("api_error" if status >= 500 else "rate_limit", message,
                                status=status, provider=self.name)
 
     async def stream(self, request, target, ctx):

@@ -13,6 +13,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import sys
 import time
 from typing import Any, Callable
 
@@ -147,6 +148,7 @@ class Gateway(Pipeline):
             self.adapters[name] = cls(pconf, self)
         if problems:
             raise ConfigError(problems)
+        _log_redactor[:] = [self.redactor]
         sinks = [fn for _, fn in self.plugins.impls("hookway_log", self.plugins.all_names)]
         if sinks:
             self.log_queue = LogQueue(sinks, config.server.log_queue_size)
@@ -277,21 +279,37 @@ def has_admin_routes(app: web.Application) -> bool:
     return any(getattr(r.handler, "hookway_admin", False) for r in app.router.routes())
 
 
-def configure_logging(level: str = "info", fmt: str = "console") -> None:
+_log_redactor: list = []   # the running gateway's redactor, for the gateway's own log lines
+
+
+def _redact_event(logger, method, event_dict):
+    """structlog processor: no secret (provider key, admin token) reaches a log line."""
+    if _log_redactor:
+        redact = _log_redactor[0]()
+        for k, v in event_dict.items():
+            if isinstance(v, str):
+                event_dict[k] = redact(v)
+    return event_dict
+
+
+def configure_logging(level: str = "info", fmt: str = "console", cache: bool = True, stream=None) -> None:
     """structlog for the gateway's own events; JSON lines with ``log_format: json``. Plugins that
-    log through the standard library come out in the same format (ProcessorFormatter)."""
+    log through the standard library come out in the same format (ProcessorFormatter). Secrets are
+    removed from every line. Everything goes to ``stream`` (default: standard error)."""
+    stream = stream or sys.stderr
     lvl = getattr(logging, level.upper(), logging.INFO)
     renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     shared = [structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
               structlog.processors.TimeStamper(fmt="iso")]
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, structlog.processors.format_exc_info, _redact_event, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        cache_logger_on_first_use=True,
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=cache,
     )
-    handler = logging.StreamHandler()
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _redact_event, renderer],
         foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name]))
     root = logging.getLogger()
     root.handlers = [handler]

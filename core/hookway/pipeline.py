@@ -219,6 +219,7 @@ class Pipeline:
         return ctx
 
     def error_response(self, dialect, err: GatewayError) -> web.Response:
+        self.scrub(err)
         status, body = dialect.render_error(err)
         return _json_response(status, body, err.headers or None)
 
@@ -392,7 +393,7 @@ class Pipeline:
                 ctx.status = 499
                 raise
             except Exception as exc:  # upstream broke after the first byte: say so in-stream
-                err = self._upstream_failure(exc, target)
+                err = self.scrub(self._upstream_failure(exc, target))
                 ctx.error = err
                 await write(ctx.dialect.render_stream_error(err))
             if tap is not None:
@@ -453,7 +454,7 @@ class Pipeline:
                         elif t is ir.MessageStart:
                             usage.add(e.usage)
                         elif t is ir.StreamError:
-                            ctx.error = e.error
+                            ctx.error = self.scrub(e.error)
                         if collector is not None:
                             collector.feed(e)
                         data = render(e)
@@ -471,7 +472,7 @@ class Pipeline:
             ctx.status = 499
             raise
         except GatewayError as err:  # an adapter raised after the first byte
-            ctx.error = err
+            ctx.error = self.scrub(err)
             await resp.write(render(ir.StreamError(err)))
         finally:
             keepalive.cancel()
@@ -530,6 +531,12 @@ class Pipeline:
                             "(network_config.first_byte_timeout_in_seconds)", provider=target.provider)
 
     # --- errors and the end of a request ---
+
+    def scrub(self, err: GatewayError) -> GatewayError:
+        """Remove the gateway's secrets from an error's message before anyone sees it: an upstream
+        can echo the provider key back in its error text."""
+        err.message = self.redactor()(err.message)
+        return err
 
     def _upstream_failure(self, exc: Exception, target: Target) -> GatewayError:
         if isinstance(exc, GatewayError):
