@@ -66,11 +66,13 @@ class LogRecord:
     cached_tokens: int
     cache_hit: bool
     cache_similarity: float | None
-    fallback_index: int
+    fallback_index: int        # how many times the request moved to another target (retries excluded)
     stream: bool
     passthrough: bool
     stop_reason: str | None = None
     cost: float | None = None  # USD, set by a pricing plugin (governance)
+    # Every failed upstream attempt: {provider, model, key, status, error, start_ms, end_ms}
+    attempts: list = field(default_factory=list)
     request: Any = None        # the request body (dict), when content logging is on
     response: Any = None       # ir.Response when known and content logging is on
     response_body: bytes | None = None   # the upstream bytes of a pass-through answer (content logging)
@@ -94,7 +96,8 @@ class RequestContext:
                  "stream", "identity", "table", "targets", "target", "rule", "state", "_ir",
                  "usage", "response_headers", "started", "first_byte_at", "upstream_started",
                  "upstream_done", "status", "error", "attempt", "cache_hit", "cache_similarity",
-                 "response", "passthrough", "collect", "stop_reason", "cost")
+                 "response", "passthrough", "collect", "stop_reason", "cost", "attempts",
+                 "fallback_index")
 
     def __init__(self, gateway, request, dialect, operation):
         self.id = new_request_id()
@@ -121,7 +124,9 @@ class RequestContext:
         self.upstream_done: float | None = None
         self.status = 0
         self.error: GatewayError | None = None
-        self.attempt = 0
+        self.attempt = 0               # attempts made so far (retries and fallbacks)
+        self.fallback_index = 0        # target changes so far
+        self.attempts: list[dict] = []  # the failed ones, for logs and spans
         self.cache_hit = False
         self.cache_similarity: float | None = None
         self.response: ir.Response | None = None
@@ -162,8 +167,9 @@ class RequestContext:
             upstream_ms=upstream_ms,
             input_tokens=self.usage.input_tokens, output_tokens=self.usage.output_tokens,
             cached_tokens=self.usage.cache_read_input_tokens, cache_hit=self.cache_hit,
-            cache_similarity=self.cache_similarity, fallback_index=self.attempt, stream=self.stream,
+            cache_similarity=self.cache_similarity, fallback_index=self.fallback_index, stream=self.stream,
             passthrough=self.passthrough, stop_reason=self.stop_reason, cost=self.cost,
+            attempts=self.attempts,
             request=self.body if self.gateway.log_content else None,
             response=self.response if self.gateway.log_content else None,
             response_body=self.state.get("raw_response") if self.gateway.log_content else None,
@@ -275,11 +281,20 @@ class Pipeline:
         target = ctx.targets[0]
         first_error: GatewayError | None = None
         while True:
+            started = time.perf_counter()
             try:
                 response = await self._attempt(ctx, target)
             except GatewayError as err:
                 if ctx.first_byte_at is not None:
                     raise
+                self.scrub(err)
+                key = ctx.state.get("provider_key")
+                ctx.attempts.append({
+                    "provider": target.provider, "model": target.model,
+                    "key": getattr(key, "name", None), "status": err.status,
+                    "error": f"{err.kind}: {err.message}",
+                    "start_ms": (started - ctx.started) * 1000,
+                    "end_ms": (time.perf_counter() - ctx.started) * 1000})
                 first_error = first_error or err
                 nxt = None
                 if table.fallback is not None:
@@ -290,6 +305,8 @@ class Pipeline:
                         ctx.target = ctx.targets[0]   # the log names the target whose error is sent
                     raise first_error
                 ctx.attempt += 1
+                if nxt.provider != target.provider or nxt.model != target.model:
+                    ctx.fallback_index += 1
                 target = nxt
                 continue
             if table.cache_store is not None and ctx.response is not None and ctx.error is None:

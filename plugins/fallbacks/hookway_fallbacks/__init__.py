@@ -123,7 +123,6 @@ class FallbacksPlugin:
         used_key = ctx.state.pop("provider_key", None) or failed.key
         status = error.status
         upstream_auth = status in (401, 403) and error.provider is not None
-        self._note(ctx, failed, error, used_key)
         if not (error.retryable or upstream_auth):
             return None     # the client's own mistake: never retried
         if attempt + 1 >= self.max_attempts:
@@ -202,14 +201,3 @@ class FallbacksPlugin:
         if key is None or key.name in tried:
             return None
         return key
-
-    @staticmethod
-    def _note(ctx, target: Target, error: GatewayError, key) -> None:
-        """What failed, for the request's log record (``LogRecord.extra["attempts"]``)."""
-        extra = ctx.state.get("log")
-        if extra is None:
-            extra = ctx.state["log"] = {}
-        entry = {"target": target.name, "status": error.status, "error": error.kind}
-        if key is not None:
-            entry["key"] = key.name
-        extra.setdefault("attempts", []).append(entry)

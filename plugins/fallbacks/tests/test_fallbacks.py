@@ -66,7 +66,7 @@ def test_transient_failure_falls_back_to_the_rule_fallback(upstreams, gateway_fa
     record = RecordingSink.wait(1)[0]
     assert record.rule == "chain" and record.fallback_index == 1
     assert (record.provider, record.upstream_model, record.status) == ("backup", "m2", 200)
-    assert record.extra["attempts"][0]["status"] == failure.status
+    assert record.attempts[0]["status"] == failure.status
 
 
 @pytest.mark.parametrize("status", [400, 404, 422])
@@ -93,7 +93,7 @@ def test_every_target_failing_sends_the_first_targets_error(upstreams, gateway_f
     assert info.value.response.headers.get("retry-after") == "7"
     assert [len(x.requests) for x in (a, b, c)] == [1, 1, 1]
     record = RecordingSink.wait(1)[0]
-    assert record.status == 429 and [x["status"] for x in record.extra["attempts"]] == [429, 500, 503]
+    assert record.status == 429 and [x["status"] for x in record.attempts] == [429, 500, 503]
 
 
 def test_request_body_fallbacks_bifrost_convention(upstreams, gateway_factory):
@@ -127,7 +127,7 @@ def test_connection_refused_falls_back(upstreams, gateway_factory):
     rules = [{"name": "r", "match": {"model": "m"}, "targets": ["primary/m1"], "fallbacks": ["backup/m2"]}]
     gw = gateway_factory(config(providers, rules, {}))
     assert client(gw).chat.completions.create(model="m", messages=MSG).choices[0].message.content == "from-b"
-    assert RecordingSink.wait(1)[0].extra["attempts"][0]["status"] == 502
+    assert RecordingSink.wait(1)[0].attempts[0]["status"] == 502
 
 
 @pytest.mark.parametrize("delay", [1.0, 30.0], ids=["slow-first-byte", "hangs"])
@@ -140,7 +140,7 @@ def test_slow_or_hanging_upstream_times_out_and_falls_back(upstreams, gateway_fa
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text == "from-b"
     assert time.monotonic() - started < 3
-    assert RecordingSink.wait(1)[0].extra["attempts"][0]["status"] == 504
+    assert RecordingSink.wait(1)[0].attempts[0]["status"] == 504
 
 
 def test_retries_the_same_provider_then_falls_back(upstreams, gateway_factory):
@@ -159,7 +159,9 @@ def test_a_retry_that_succeeds_stays_on_the_provider(upstreams, gateway_factory)
     assert client(gw).chat.completions.create(model="m", messages=MSG).choices[0].message.content == "from-a"
     assert len(a.requests) == 2 and b.requests == []
     record = RecordingSink.wait(1)[0]
-    assert record.fallback_index == 1 and record.provider == "primary"
+    # A retry is not a fallback: the answer came from the first target, after one failed attempt.
+    assert record.fallback_index == 0 and record.provider == "primary"
+    assert [(a["provider"], a["status"]) for a in record.attempts] == [("primary", 500)]
 
 
 def test_retry_after_is_honoured(upstreams, gateway_factory):

@@ -7,8 +7,7 @@ attributes, with one ``CLIENT`` child span per upstream attempt.
 
 * start and end times come from the record (``time`` is the end, ``latency_ms`` the duration);
 * a client's W3C ``traceparent`` header makes the request span a child of the client's trace;
-* failed attempts before a fallback are recorded by a ``hookway_fallback`` implementation that
-  only observes (it always returns None, leaving the decision to the fallback plugin).
+* failed attempts (retries and fallbacks) come from the record's ``attempts``, kept by the core.
 
 No secret reaches an attribute: the key attributes carry the caller's key id and name from the
 auth plugin, and provider key values are replaced by ``[redacted]`` in error messages and content.
@@ -250,19 +249,6 @@ class OtelPlugin:
             return await call_next(ctx)
         return trace_context
 
-    @hookimpl(tryfirst=True)
-    def hookway_fallback(self, ctx, error, attempt):
-        if not self.record_attempts:
-            return None
-        target = ctx.target
-        now = time.perf_counter()
-        start = ctx.upstream_started if ctx.upstream_started is not None else ctx.started
-        ctx.state.setdefault("log", {}).setdefault("attempts", []).append({
-            "provider": target.provider if target else None, "model": target.model if target else None,
-            "status": error.status, "error": f"{error.kind}: {error.message}",
-            "start_ms": max(0.0, (start - ctx.started) * 1000), "end_ms": (now - ctx.started) * 1000})
-        return None     # only observing: the fallback plugin decides
-
     # --- the sink ---
 
     @hookimpl
@@ -339,29 +325,25 @@ class OtelPlugin:
     def _attempts(self, rec, start: int, end: int) -> list[dict]:
         """Upstream attempts as ``{provider, model, start, end, status, error, final}`` (ns)."""
         out = []
-        recorded = (rec.extra or {}).get("attempts") or []
-        # One entry per failed attempt: fallback_index of them before the answering target, one
-        # more when the last target failed too. Anything else (another plugin decided first)
-        # cannot be matched to the record, so only the last attempt is shown.
-        complete = len(recorded) in (rec.fallback_index, rec.fallback_index + 1)
-        if complete:
-            for i, a in enumerate(recorded):
-                _, host, port = self._provider_info(a.get("provider"))
-                err = a.get("error") or ""
-                kind = err.partition(":")[0]
-                out.append({"index": i, "provider": a.get("provider"), "model": a.get("model"),
-                            "start": start + int((a.get("start_ms") or 0) * 1e6),
-                            "end": min(end, start + int((a.get("end_ms") or 0) * 1e6)),
-                            "status": a.get("status"), "error": err,
-                            "error_type": kind if kind.isidentifier() else None, "host": host, "port": port})
-        last_recorded = complete and len(recorded) == rec.fallback_index + 1
-        if rec.provider and rec.upstream_ms is not None and not rec.cache_hit and not last_recorded:
+        # The core records every failed attempt (retries and fallbacks) on the record.
+        recorded = rec.attempts if self.record_attempts else []
+        for i, a in enumerate(recorded):
+            _, host, port = self._provider_info(a.get("provider"))
+            err = a.get("error") or ""
+            kind = err.partition(":")[0]
+            out.append({"index": i, "provider": a.get("provider"), "model": a.get("model"),
+                        "start": start + int((a.get("start_ms") or 0) * 1e6),
+                        "end": min(end, start + int((a.get("end_ms") or 0) * 1e6)),
+                        "status": a.get("status"), "error": err,
+                        "error_type": kind if kind.isidentifier() else None, "host": host, "port": port})
+        answered = rec.status < 400 and not rec.error
+        if rec.provider and rec.upstream_ms is not None and not rec.cache_hit and (answered or not recorded):
             # The answering attempt: the record holds its duration; it ended with the request
             # (the answer is relayed as it arrives), so it started upstream_ms before the end.
             _, host, port = self._provider_info(rec.provider)
             failed = rec.status >= 400 or bool(rec.error)
             kind = (rec.error or "").partition(":")[0]
-            out.append({"index": rec.fallback_index, "provider": rec.provider, "model": rec.upstream_model,
+            out.append({"index": len(recorded), "provider": rec.provider, "model": rec.upstream_model,
                         "start": max(start, end - int(rec.upstream_ms * 1e6)), "end": end, "status": rec.status,
                         "error": rec.error if failed else None,
                         "error_type": (kind if kind.isidentifier() else str(rec.status)) if failed else None,
