@@ -163,7 +163,9 @@ def hookway_route(ctx: Any) -> Any:
 def hookway_cache_lookup(ctx: Any) -> Any:
     """Return a cached :class:`hookway.ir.Response` to answer without calling the provider, or
     None. The answer is replayed in the caller's dialect (as a stream if it asked for one). The core
-    sets ``ctx.cache_hit``; set ``ctx.cache_similarity`` and ``ctx.response_headers`` yourself.
+    sets ``ctx.cache_hit`` and ``ctx.cache_status = "hit"``; set ``ctx.cache_similarity``,
+    ``ctx.response_headers`` and, when you looked and found nothing, ``ctx.cache_status = "miss"``
+    (or ``"skip"`` when the request cannot be cached) yourself: metrics count lookups by it.
     """
 
 

@@ -66,6 +66,7 @@ class LogRecord:
     cached_tokens: int
     cache_hit: bool
     cache_similarity: float | None
+    cache_status: str | None   # hit | miss | skip when a cache was consulted, else None
     fallback_index: int        # how many times the request moved to another target (retries excluded)
     stream: bool
     passthrough: bool
@@ -97,7 +98,7 @@ class RequestContext:
                  "usage", "response_headers", "started", "first_byte_at", "upstream_started",
                  "upstream_done", "status", "error", "attempt", "cache_hit", "cache_similarity",
                  "response", "passthrough", "collect", "stop_reason", "cost", "attempts",
-                 "fallback_index")
+                 "fallback_index", "cache_status")
 
     def __init__(self, gateway, request, dialect, operation):
         self.id = new_request_id()
@@ -129,6 +130,7 @@ class RequestContext:
         self.attempts: list[dict] = []  # the failed ones, for logs and spans
         self.cache_hit = False
         self.cache_similarity: float | None = None
+        self.cache_status: str | None = None   # a cache plugin sets "miss" or "skip"; the core "hit"
         self.response: ir.Response | None = None
         self.passthrough = False
         self.collect = False
@@ -167,7 +169,7 @@ class RequestContext:
             upstream_ms=upstream_ms,
             input_tokens=self.usage.input_tokens, output_tokens=self.usage.output_tokens,
             cached_tokens=self.usage.cache_read_input_tokens, cache_hit=self.cache_hit,
-            cache_similarity=self.cache_similarity, fallback_index=self.fallback_index, stream=self.stream,
+            cache_similarity=self.cache_similarity, cache_status=self.cache_status, fallback_index=self.fallback_index, stream=self.stream,
             passthrough=self.passthrough, stop_reason=self.stop_reason, cost=self.cost,
             attempts=self.attempts,
             request=self.body if self.gateway.log_content else None,
@@ -275,6 +277,7 @@ class Pipeline:
             hit = await table.cache_lookup(ctx)
             if hit is not None:
                 ctx.cache_hit = True
+                ctx.cache_status = "hit"
                 ctx.target = ctx.targets[0]
                 return await self._replay(ctx, hit)
         ctx.collect = self.log_content or table.cache_store is not None

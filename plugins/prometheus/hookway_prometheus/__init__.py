@@ -97,6 +97,8 @@ class Metrics:
                             base + who, registry=r)
         self.cache_hits = Counter("hookway_cache_hits", "Requests answered from the gateway's cache", base,
                                   registry=r)
+        self.cache_lookups = Counter("hookway_cache_lookups", "Cache lookups by result (hit, miss, skip)",
+                                     base + ["result"], registry=r)
         self.fallbacks = Counter("hookway_fallbacks", "Requests answered after one or more fallbacks "
                                  "(labels: the target that answered)", base, registry=r)
         self.fallback_attempts = Counter("hookway_fallback_attempts", "Failed attempts before the answering "
@@ -108,7 +110,8 @@ class Metrics:
         key_labels = self.key_labels
         for rec in records:
             provider = rec.provider or ""
-            model = (rec.upstream_model if rec.provider else rec.model) or ""
+            # Only resolved names become labels: a client's made-up model name must not create series.
+            model = (rec.upstream_model if rec.provider else "") or ""
             base = (provider, model)
             who = (rec.key_name or rec.key_id or "", rec.team_id or "") if key_labels else ()
             status = str(rec.status)
@@ -134,9 +137,12 @@ class Metrics:
                 self.cost.labels(*base, *who).inc(cost)
             if rec.cache_hit:
                 self.cache_hits.labels(*base).inc()
+            if rec.cache_status:
+                self.cache_lookups.labels(*base, rec.cache_status).inc()
             if rec.fallback_index:
                 self.fallbacks.labels(*base).inc()
-                self.fallback_attempts.labels(*base).inc(rec.fallback_index)
+            if rec.attempts:
+                self.fallback_attempts.labels(*base).inc(len(rec.attempts))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -72,7 +72,7 @@ def test_requests_errors_latency_and_tokens(prom_gateway):
     assert total(s, "hookway_requests_total", **ok) == 2
     assert total(s, "hookway_requests_total", provider="bad", status="503") == 1
     assert total(s, "hookway_request_errors_total", provider="bad", status="503", kind="api_error") == 1
-    assert total(s, "hookway_request_errors_total", provider="", model="nowhere", status="404",
+    assert total(s, "hookway_request_errors_total", provider="", model="", status="404",
                  kind="not_found") == 1
     assert total(s, "hookway_request_errors_total") == 2
     assert total(s, "hookway_input_tokens_total", provider="e1", model="m") == 7
@@ -107,6 +107,7 @@ class Extras:
     def hookway_cache_lookup(self, ctx):
         if ctx.body.get("prompt") == "cached":
             return ir.Response("c", "x", [{"type": "text", "text": "hit"}], "end_turn", usage=ir.Usage(2, 1, 1))
+        ctx.cache_status = "miss"
         return None
 
     @hookimpl
@@ -123,6 +124,8 @@ def test_identity_cost_cache_hits_and_fallbacks(prom_gateway):
     assert total(s, "hookway_requests_total", key="alice", team="red") == 3
     assert total(s, "hookway_cost_usd_total", key="alice", team="red") == 0.75
     assert total(s, "hookway_cache_hits_total", provider="e1", model="m") == 1
+    assert total(s, "hookway_cache_lookups_total", provider="e1", model="m", result="hit") == 1
+    assert total(s, "hookway_cache_lookups_total", provider="e1", model="m", result="miss") == 1
     assert total(s, "hookway_cached_input_tokens_total", provider="e1") == 1
     assert total(s, "hookway_fallbacks_total", provider="e2", model="backup") == 1
     assert total(s, "hookway_fallback_attempts_total", provider="e2") == 1
@@ -171,3 +174,12 @@ def test_metrics_need_the_admin_token_unless_made_public(prom_gateway):
     public = prom_gateway({"require_admin": False, "path": "/prom"}, server={"admin_token": token})
     assert HTTP.get(public.url + "/prom").status_code == 200
     assert HTTP.get(public.url + "/metrics").status_code == 404
+
+
+def test_unknown_model_names_do_not_create_series(prom_gateway):
+    gw = prom_gateway()
+    for name in ("made-up-1", "made-up-2", "made-up-3"):
+        assert post(gw, {"model": name, "prompt": "x"}).status_code == 404
+    s = wait_for(gw, 3)
+    assert total(s, "hookway_requests_total", provider="", model="", status="404") == 3
+    assert not any("made-up" in str(labels) for (_, labels) in s)

@@ -272,7 +272,8 @@ class SemanticCachePlugin:
         self.stats["skips"] += 1
         ctx.response_headers["x-hookway-cache"] = SKIP
         ctx.response_headers["x-hookway-cache-reason"] = reason
-        ctx.state.setdefault("log", {}).update({"cache": SKIP, "cache_reason": reason})
+        ctx.cache_status = SKIP
+        ctx.state.setdefault("log", {})["cache_reason"] = reason
 
     async def _guard(self, coro, budget: float, what: str):
         """``(ok, result)`` of a store or embedding call bounded by ``budget`` seconds; failures
@@ -356,7 +357,7 @@ class SemanticCachePlugin:
         ctx.response_headers["x-hookway-cache"] = MISS
         if not plan.no_store:
             ctx.response_headers["x-hookway-cache-id"] = plan.entry_id
-        ctx.state.setdefault("log", {}).update({"cache": MISS})
+        ctx.cache_status = MISS
         return None
 
     def _hit(self, ctx: Any, entry: Entry, similarity: float, kind: str):
@@ -376,7 +377,7 @@ class SemanticCachePlugin:
         h["x-hookway-cache-similarity"] = f"{similarity:.4f}"
         h["x-hookway-cache-id"] = entry.id
         h["x-hookway-cache-age"] = str(max(int(time.time() - entry.created), 0))
-        ctx.state.setdefault("log", {}).update({"cache": HIT, "cache_type": kind, "cache_id": entry.id})
+        ctx.state.setdefault("log", {}).update({"cache_type": kind, "cache_id": entry.id})
         return response
 
     @hookimpl

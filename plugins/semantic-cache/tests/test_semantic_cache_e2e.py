@@ -388,7 +388,7 @@ def test_the_log_record_marks_the_hit(cache_gateway, fake_upstream, sc):
     while len(Sink.records) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
     miss, hit = Sink.records[:2]
-    assert (miss.cache_hit, miss.extra["cache"]) == (False, "miss")
+    assert (miss.cache_hit, miss.cache_status) == (False, "miss")
     assert (hit.cache_hit, hit.cache_similarity, hit.extra["cache_type"]) == (True, 0.96, "semantic")
     assert hit.output_tokens == 7
 
