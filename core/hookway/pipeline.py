@@ -66,12 +66,12 @@ class LogRecord:
     cached_tokens: int
     cache_hit: bool
     cache_similarity: float | None
-    cache_status: str | None   # hit | miss | skip when a cache was consulted, else None
     fallback_index: int        # how many times the request moved to another target (retries excluded)
     stream: bool
     passthrough: bool
     stop_reason: str | None = None
     cost: float | None = None  # USD, set by a pricing plugin (governance)
+    cache_status: str | None = None   # hit | miss | skip when a cache was consulted, else None
     # Every failed upstream attempt: {provider, model, key, status, error, start_ms, end_ms}
     attempts: list = field(default_factory=list)
     request: Any = None        # the request body (dict), when content logging is on
