@@ -48,6 +48,13 @@ class Dialect:
         raise NotImplementedError
 
     def usage_tap(self, operation: str, stream: bool) -> Any:
-        """For the byte pass-through: an object with ``feed(chunk: bytes)`` and ``usage``
-        (:class:`hookway.ir.Usage`) that reads usage from the upstream bytes, or None."""
+        """For the byte pass-through: an object with ``feed(chunk: bytes)``, ``usage``
+        (:class:`hookway.ir.Usage`) and ``stop_reason`` (Anthropic's values: end_turn, max_tokens,
+        tool_use, stop_sequence...) read from the upstream bytes, or None."""
+        return None
+
+    def response_from_bytes(self, raw: bytes, operation: str, stream: bool) -> ir.Response | None:
+        """A pass-through answer's bytes in this dialect's wire format (an SSE stream or a JSON
+        body) as a :class:`hookway.ir.Response`, or None when they cannot be read. Used off the hot
+        path by log sinks (``LogRecord.response_body``)."""
         return None
