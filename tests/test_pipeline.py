@@ -142,6 +142,7 @@ def test_hooks_run_in_order_and_short_circuit(echo_gateway):
     assert post(gw, {"model": "e1/m", "prompt": "p"}, headers={"x-key": "bad"}).status_code == 401
     r = post(gw, {"model": "alias", "prompt": "shout"}, headers={"x-key": "k1"})
     assert r.json()["text"] == "TUOHS"
+    request_id = r.headers["x-request-id"]
     assert EchoAdapter.calls[-1] == ("e1", "aliased", "SHOUT")
     n_calls = len(EchoAdapter.calls)
     r = post(gw, {"model": "e1/m", "prompt": "cached", "stream": True})
@@ -154,6 +155,7 @@ def test_hooks_run_in_order_and_short_circuit(echo_gateway):
     assert (first.status, first.error) == (401, "authentication: unknown key")
     assert (second.status, second.key_id, second.rule, second.provider, second.upstream_model) == \
         (200, "k1", "alias-rule", "e1", "aliased")
+    assert second.id == request_id and first.id != request_id
     assert (second.input_tokens, second.output_tokens) == (5, 5)
     assert third.cache_hit and third.stream and third.output_tokens == 2
 

@@ -40,8 +40,9 @@ class LogQueue:
         self.batch = batch
         self.interval = interval
         self.items: list[LogRecord] = []
-        self.dropped = 0
-        self.delivered = 0
+        self.dropped = 0      # records refused because the queue was full
+        self.delivered = 0    # records handed to every sink
+        self.failed = 0       # (record, sink) deliveries that raised
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._stopping = False
@@ -63,7 +64,9 @@ class LogQueue:
                 if asyncio.iscoroutine(result):
                     await result
             except Exception:
-                log.exception("log_sink_failed", sink=getattr(sink, "__qualname__", repr(sink)))
+                self.failed += len(batch)
+                log.exception("log_sink_failed", sink=getattr(sink, "__qualname__", repr(sink)),
+                              records=len(batch))
         self.delivered += len(batch)
 
     async def _run(self) -> None:

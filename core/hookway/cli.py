@@ -48,10 +48,11 @@ def _build(config_path: str, host: str | None, port: int | None):
     return config, gateway, app
 
 
-def _serve_one(config_path: str, host: str | None, port: int | None, reuse_port: bool) -> int:
+def _serve_one(config_path: str, host: str | None, port: int | None, reuse_port: bool,
+               built=None) -> int:
     from aiohttp import web
     try:
-        config, gateway, app = _build(config_path, host, port)
+        config, gateway, app = built or _build(config_path, host, port)
     except ConfigError as exc:
         print(f"hookway: {exc}", file=sys.stderr)
         return 2
@@ -62,23 +63,30 @@ def _serve_one(config_path: str, host: str | None, port: int | None, reuse_port:
     asyncio.set_event_loop(loop)
     log.info("serving", host=config.server.host, port=config.server.port, loop=loop_name,
              pid=os.getpid(), config=config_path, version=__version__)
-    web.run_app(app, host=config.server.host, port=config.server.port, reuse_port=reuse_port,
-                handler_cancellation=True, access_log=None, print=None, loop=loop,
-                shutdown_timeout=10)
+    try:
+        web.run_app(app, host=config.server.host, port=config.server.port, reuse_port=reuse_port,
+                    handler_cancellation=True, access_log=None, print=None, loop=loop,
+                    shutdown_timeout=10)
+    except OSError as exc:   # port in use, address not available...
+        print(f"hookway: cannot serve on {config.server.host}:{config.server.port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
     return 0
 
 
 def cmd_serve(args) -> int:
-    if args.workers <= 1:
-        return _serve_one(args.config, args.host, args.port, reuse_port=False)
-    try:  # validate once in the parent so a bad config fails fast with one message
-        _build(args.config, args.host, args.port)
+    try:  # validate once up front so a bad config fails fast with one message
+        built = _build(args.config, args.host, args.port)
     except ConfigError as exc:
         print(f"hookway: {exc}", file=sys.stderr)
         return 2
+    workers = args.workers or built[0].server.workers
+    if workers <= 1:
+        return _serve_one(args.config, args.host, args.port, reuse_port=False, built=built)
+    # Each worker builds its own gateway after the fork (its own sessions, stores and loop).
     ctx = multiprocessing.get_context("fork")
     procs = [ctx.Process(target=_serve_one, args=(args.config, args.host, args.port, True), daemon=False)
-             for _ in range(args.workers)]
+             for _ in range(workers)]
     for p in procs:
         p.start()
 
@@ -154,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="gateway.yaml")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
-    p.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
+    p.add_argument("--workers", type=int, help="processes sharing the port (SO_REUSEPORT); "
+                   "default: server.workers, else 1")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("check", help="validate a config and list every problem")

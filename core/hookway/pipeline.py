@@ -118,7 +118,7 @@ class RequestContext:
         self.state: dict = {}
         self._ir: ir.Request | None = None
         self.usage = ir.Usage()
-        self.response_headers: dict = {}
+        self.response_headers: dict = {"x-request-id": self.id}   # the id of the log record
         self.started = time.perf_counter()
         self.first_byte_at: float | None = None
         self.upstream_started: float | None = None
@@ -569,7 +569,9 @@ class Pipeline:
     def _fail(self, ctx: RequestContext, err: GatewayError) -> web.Response:
         ctx.error = err
         ctx.status = err.status
-        return self.error_response(ctx.dialect, err)
+        response = self.error_response(ctx.dialect, err)
+        response.headers["x-request-id"] = ctx.id
+        return response
 
     def _finish(self, ctx: RequestContext) -> None:
         if self.debug:
