@@ -213,3 +213,22 @@ def test_health_answers(echo_gateway):
     gw = echo_gateway()
     r = httpx.get(gw.url + "/health")
     assert r.status_code == 200 and r.json()["status"] == "ok" and r.json()["providers"] == ["e1", "e2"]
+
+
+def test_a_replaced_provider_finishes_its_streams_before_closing(echo_gateway):
+    from hookway.config import provider_from_dict
+    gw = echo_gateway(echo_config(providers={"e1": {"type": "echo", "settings": {"delay": 0.3}}}))
+    with httpx.Client(timeout=20) as client:
+        with client.stream("POST", gw.url + "/echo",
+                           content=orjson.dumps({"model": "e1/m", "prompt": "abcdefgh", "stream": True})) as r:
+            chunks = r.iter_text()
+            first = next(chunks)
+            old = gw.gateway.adapters["e1"]
+            gw.call(gw.gateway.set_provider(provider_from_dict("e1", {"type": "echo"})))
+            assert gw.gateway.adapters["e1"] is not old and old.in_flight == 1
+            text = first + "".join(chunks)
+    assert text.endswith("data: [DONE]\n\n") and text.count("delta") == 8
+    deadline = time.time() + 5
+    while old in gw.gateway.retired_adapters and time.time() < deadline:
+        time.sleep(0.05)
+    assert old not in gw.gateway.retired_adapters and old.session.closed

@@ -123,7 +123,8 @@ class Gateway(Pipeline):
         self.dialects: dict[str, Any] = {}
         self.adapter_types: dict[str, type[ProviderAdapter]] = {}
         self.adapters: dict[str, ProviderAdapter] = {}
-        self.retired_adapters: list[ProviderAdapter] = []   # replaced at run time; closed at shutdown
+        self.retired_adapters: list[ProviderAdapter] = []   # replaced at run time, not yet closed
+        self._retiring: set[asyncio.Task] = set()
         self._redactor: tuple[Any, Redactor] | None = None
         self.log_queue: LogQueue | None = None
         self.stopping = asyncio.Event()   # set when a graceful shutdown begins
@@ -191,14 +192,19 @@ class Gateway(Pipeline):
         return True
 
     def _retire(self, adapter: ProviderAdapter) -> None:
-        """Close a replaced adapter once requests in flight on it are likely done (or at shutdown)."""
+        """Close a replaced adapter once the requests still using it are done (long streams
+        included), or at shutdown."""
         self.retired_adapters.append(adapter)
+        task = asyncio.ensure_future(self._close_when_idle(adapter))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
-        def close_later():
-            if adapter in self.retired_adapters:
-                self.retired_adapters.remove(adapter)
-                asyncio.ensure_future(adapter.close())
-        asyncio.get_running_loop().call_later(60, close_later)
+    async def _close_when_idle(self, adapter: ProviderAdapter) -> None:
+        while adapter.in_flight > 0:
+            await asyncio.sleep(1)
+        if adapter in self.retired_adapters:
+            self.retired_adapters.remove(adapter)
+            await adapter.close()
 
     # --- the aiohttp application ---
 

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import orjson
 from aiohttp import web
 
@@ -324,6 +325,14 @@ class Pipeline:
         adapter = self.adapters.get(target.provider)
         if adapter is None:
             raise GatewayError("not_found", f"provider {target.provider!r} is not configured")
+        # Counted so an adapter replaced at run time is closed only once its requests are done.
+        adapter.in_flight += 1
+        try:
+            return await self._attempt_on(ctx, adapter, target)
+        finally:
+            adapter.in_flight -= 1
+
+    async def _attempt_on(self, ctx: RequestContext, adapter, target: Target) -> web.StreamResponse:
         op = ctx.operation
         if op not in adapter.operations:
             raise adapter.unsupported(op)
@@ -343,11 +352,11 @@ class Pipeline:
             events = adapter.stream(request, target, ctx)
             return await self._stream(ctx, events, transform, adapter.config.network.first_byte_timeout_in_seconds)
         if op == "embeddings":
-            result = await adapter.embed(request, target, ctx)
+            result = await self._first_byte(adapter.embed(request, target, ctx), adapter, target)
             ctx.upstream_done = time.perf_counter()
             ctx.status = 200
             return _json_response(200, result, ctx.response_headers or None)
-        response = await adapter.complete(request, target, ctx)
+        response = await self._first_byte(adapter.complete(request, target, ctx), adapter, target)
         ctx.upstream_done = time.perf_counter()
         ctx.usage = response.usage
         ctx.stop_reason = response.stop_reason
@@ -373,7 +382,10 @@ class Pipeline:
         try:
             content_type = upstream.headers.get("Content-Type", "application/json")
             if not ctx.stream or not content_type.startswith("text/event-stream"):
-                data = await upstream.response.read()
+                try:   # nothing has reached the client yet: a broken body can still fall back
+                    data = await upstream.response.read()
+                except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+                    raise self._upstream_failure(exc, target)
                 ctx.upstream_done = time.perf_counter()
                 if tap is not None:
                     tap.feed(data)

@@ -145,6 +145,7 @@ class ProviderAdapter:
         self.gateway = gateway
         self.keys = KeyPicker(config.keys)
         self.session: aiohttp.ClientSession | None = None
+        self.in_flight = 0   # requests using this adapter now (see Gateway._retire)
 
     @property
     def base_url(self) -> str:

@@ -237,10 +237,19 @@ class FakeOpenAI:
             await asyncio.sleep(reply.first_byte_delay)
         if reply.status >= 400:
             return self._error(reply)
-        if reply.raw is not None and reply.drop_after is None:
-            return web.Response(status=reply.status, body=reply.raw, headers=reply.headers,
-                                content_type=reply.headers.get("Content-Type", "application/json"))
         body = rec.json if isinstance(rec.json, dict) else {}
+        if reply.raw is not None and reply.drop_after is None:
+            headers = {"Content-Type": "application/json", **reply.headers}
+            return web.Response(status=reply.status, body=reply.raw, headers=headers)
+        if reply.drop_after is not None and not body.get("stream"):
+            # A whole answer cut off after its headers and part of its body.
+            resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
+                                                           "Content-Length": "100000"})
+            await resp.prepare(request)
+            await resp.write((reply.raw or b'{"id": "cut", "choices": [')[:max(1, reply.drop_after)])
+            if request.transport:
+                request.transport.abort()
+            return resp
         model = reply.model or body.get("model", "fake-model")
         is_text = request.path.endswith("/v1/completions")
         finish = reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
