@@ -12,6 +12,11 @@ reached the client. For each failure, in this order:
 3. then the **next target**: the routing rule's fallbacks (``ctx.targets[1:]``), then the
    request's own ``fallbacks: ["provider/model", ...]`` (Bifrost's convention).
 
+An error the gateway decided itself (``error.provider is None``: a governance rate limit, budget or
+refusal of that provider or model, a provider that is not configured) is neither retried nor
+rotated to another key — the answer would be the same — and goes to the next target at once; such
+a refusal of a fallback target does not end the chain.
+
 The client's own mistakes (400, 404, 413, 422...) are never retried. When every target fails the
 core answers with the first target's error, in the client's dialect.
 """
@@ -31,6 +36,12 @@ from hookway.providers import Target
 __all__ = ["FallbacksPlugin", "backoff_delay", "retry_after_seconds"]
 
 log = logging.getLogger("hookway.fallbacks")
+
+# Refusals the gateway itself makes about one target (``error.provider is None``) that another
+# target may not share: 402 a provider config's budget, 403 provider or model not allowed (or no
+# key of the provider allows the model), 404 provider not configured. With the retryable ones
+# (429 a provider config's rate limit, 5xx), they move on to the next target at once.
+GATEWAY_REFUSALS = frozenset({402, 403, 404})
 
 SCHEMA = {
     "type": "object",
@@ -122,7 +133,17 @@ class FallbacksPlugin:
         failed = ctx.target or state.chain[state.index]
         used_key = ctx.state.pop("provider_key", None) or failed.key
         status = error.status
-        upstream_auth = status in (401, 403) and error.provider is not None
+        if error.provider is None:
+            # The gateway's own verdict on this target (a governance limit or refusal of the
+            # provider, a provider that is not configured, no key allowed for the model...):
+            # another key or a retry would get the same answer; only another target may not.
+            if not (error.retryable or status in GATEWAY_REFUSALS):
+                return None     # the client's own mistake: never retried
+            if attempt + 1 >= self.max_attempts:
+                log.warning("request %s: giving up after %d attempts", ctx.id, attempt + 1)
+                return None
+            return self._next_target(state)
+        upstream_auth = status in (401, 403)
         if not (error.retryable or upstream_auth):
             return None     # the client's own mistake: never retried
         if attempt + 1 >= self.max_attempts:
@@ -159,14 +180,18 @@ class FallbacksPlugin:
         # 3. the next target
         if upstream_auth and not self.fallback_on_auth_error:
             return None
+        return self._next_target(state)
+
+    # --- helpers ---
+
+    @staticmethod
+    def _next_target(state: _State) -> Target | None:
         if state.index + 1 < len(state.chain):
             state.index += 1
             state.retries = 0
             state.tried_keys = set()
             return state.chain[state.index]
         return None
-
-    # --- helpers ---
 
     def _chain(self, ctx) -> list[Target]:
         chain = list(ctx.targets) or ([ctx.target] if ctx.target is not None else [])

@@ -20,13 +20,16 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from hookway import hookimpl
+import orjson
+
+from hookway import hookimpl, ir
 from hookway.config import ConfigError
 from hookway.errors import GatewayError
 from hookway.pipeline import Identity
@@ -347,25 +350,51 @@ class GovernancePlugin:
     @hookimpl
     def hookway_middleware(self):
         async def governance(ctx, call_next):
+            cancelled = False
             try:
                 return await call_next(ctx)
+            except (asyncio.CancelledError, ConnectionResetError):
+                cancelled = True      # the client went away (the core logs it as 499)
+                raise
             finally:
                 ticket = ctx.state.get("governance")
                 if ticket is not None:
-                    self.settle(ctx, ticket)
+                    self.settle(ctx, ticket, cancelled)
         return governance
 
-    def settle(self, ctx, ticket: Ticket) -> None:
+    def settle(self, ctx, ticket: Ticket, cancelled: bool = False) -> None:
         target = ctx.target
         if target is None or ctx.cache_hit:
             return
         u = ctx.usage
+        if (cancelled or ctx.status == 499) and not (
+                u.input_tokens or u.cache_read_input_tokens or u.cache_creation_input_tokens):
+            # A request the client cancelled before its usage arrived (usage comes at the end of a
+            # stream): the provider has still read the prompt and generated something, so charge
+            # an estimate rather than nothing, or cancelling would bypass budgets and token limits.
+            u = estimated_usage(ctx.body, u)
+            log_extra = ctx.state.get("log")
+            if log_extra is None:
+                log_extra = ctx.state["log"] = {}
+            log_extra["governance_usage_estimate"] = {"input_tokens": u.input_tokens,
+                                                      "output_tokens": u.output_tokens}
         tokens = u.input_tokens + u.output_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens
         adapter = self.gateway.adapters.get(target.provider)
         cost = self.pricing.cost(target.provider, adapter.config.type if adapter is not None else None,
                                  target.model, u)
         self.engine.settle(ticket, target.provider, cost, tokens, self.engine.clock())
         ctx.cost = cost
+
+
+def estimated_usage(body, known: ir.Usage) -> ir.Usage:
+    """An estimate for a request whose usage is unknown: input tokens ~ the request body's JSON
+    size / 4 (about four bytes a token), output tokens as far as known (0 if nothing is)."""
+    try:
+        size = len(orjson.dumps(body))
+    except (TypeError, orjson.JSONEncodeError):
+        size = len(json.dumps(body, default=str))
+    return ir.Usage(input_tokens=math.ceil(size / 4), output_tokens=known.output_tokens,
+                    reasoning_tokens=known.reasoning_tokens)
 
 
 def _serves(adapter, model: str) -> bool:

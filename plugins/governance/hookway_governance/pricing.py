@@ -41,6 +41,7 @@ DEFAULT_PRICES: dict[str, Price] = {
     "cerebras/llama-3.3-70b": Price(0.85, 1.20),
     "cerebras/gpt-oss-120b": Price(0.35, 0.75),
     "cerebras/qwen-3-32b": Price(0.40, 0.80),
+    "cerebras/llama-3.1-8b": Price(0.10, 0.10),
     "openai/gpt-4.1": Price(2.00, 8.00, 0.50),
     "openai/gpt-4.1-2025-*": Price(2.00, 8.00, 0.50),
     "openai/gpt-4.1-mini*": Price(0.40, 1.60, 0.10),
@@ -49,9 +50,16 @@ DEFAULT_PRICES: dict[str, Price] = {
     "openai/gpt-4o": Price(2.50, 10.00, 1.25),
     "openai/gpt-4o-2024-*": Price(2.50, 10.00, 1.25),
     "anthropic/claude-sonnet-4*": Price(3.00, 15.00, 0.30, 3.75),
+    # Opus 4.5 and later are priced $5/$25; only Opus 4 and 4.1 (claude-opus-4-0, -4-1,
+    # claude-opus-4-20250514, claude-opus-4-1-20250805) cost $15/$75.
     "anthropic/claude-opus-4-5*": Price(5.00, 25.00, 0.50, 6.25),
     "anthropic/claude-opus-4-6*": Price(5.00, 25.00, 0.50, 6.25),
-    "anthropic/claude-opus-4*": Price(15.00, 75.00, 1.50, 18.75),
+    "anthropic/claude-opus-4-8*": Price(5.00, 25.00, 0.50, 6.25),
+    "anthropic/claude-opus-4": Price(15.00, 75.00, 1.50, 18.75),
+    "anthropic/claude-opus-4-0*": Price(15.00, 75.00, 1.50, 18.75),
+    "anthropic/claude-opus-4-1*": Price(15.00, 75.00, 1.50, 18.75),
+    "anthropic/claude-opus-4-2025*": Price(15.00, 75.00, 1.50, 18.75),
+    "anthropic/claude-opus-4*": Price(5.00, 25.00, 0.50, 6.25),      # later Opus 4.x: as 4.5+
     "anthropic/claude-haiku-4*": Price(1.00, 5.00, 0.10, 1.25),
     "anthropic/claude-3-5-haiku*": Price(0.80, 4.00, 0.08, 1.00),
 }

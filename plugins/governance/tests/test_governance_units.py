@@ -53,6 +53,7 @@ def test_prices_overrides_types_globs_and_cache_tokens():
     assert p.price("my-anthropic", "anthropic", "claude-sonnet-4-6").input == 3.0      # by provider type
     assert p.price("my-anthropic", "anthropic", "claude-opus-4-6").output == 25.0
     assert p.price("my-anthropic", "anthropic", "claude-opus-4-1-20250805").output == 75.0
+    assert p.price("cerebras", "cerebras", "llama-3.1-8b") == Price(0.10, 0.10)
     assert p.price("my-anthropic", "anthropic", "claude-haiku-4-5").input == 1.0
     assert p.price("x", "openai", "custom-model") == Price(10, 20)
     assert p.price("x", "openai", "gpt-4.1").cached_input == 0.5
@@ -62,6 +63,23 @@ def test_prices_overrides_types_globs_and_cache_tokens():
     cost = p.cost("a", "anthropic", "claude-sonnet-4-6", usage)
     assert cost == pytest.approx((1000 * 3 + 100 * 15 + 10_000 * 0.30 + 2000 * 3.75) / 1e6)
     assert p.cost("x", "openai", "unknown", usage) == 0.0
+
+
+NEW_OPUS = Price(5.00, 25.00, 0.50, 6.25)
+OLD_OPUS = Price(15.00, 75.00, 1.50, 18.75)
+
+
+@pytest.mark.parametrize("model,price", [
+    ("claude-opus-4-8", NEW_OPUS), ("claude-opus-4-6", NEW_OPUS), ("claude-opus-4-5", NEW_OPUS),
+    ("claude-opus-4-5-20251101", NEW_OPUS),
+    ("claude-opus-4-0", OLD_OPUS), ("claude-opus-4-20250514", OLD_OPUS), ("claude-opus-4", OLD_OPUS),
+    ("claude-opus-4-1", OLD_OPUS), ("claude-opus-4-1-20250805", OLD_OPUS),
+])
+def test_opus_4_5_and_later_are_priced_5_25_opus_4_and_4_1_are_15_75(model, price):
+    p = Pricing()
+    assert p.price("anthropic", "anthropic", model) == price
+    usage = ir.Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+    assert p.cost("anthropic", "anthropic", model, usage) == pytest.approx(price.input + price.output)
 
 
 def test_key_headers_prefer_a_hookway_key():

@@ -1,6 +1,8 @@
 """Bifrost-compatible provider management: ``/api/providers`` at run time.
 
-``GET|POST /api/providers``, ``GET|PUT|DELETE /api/providers/{provider}``, and the keys of one
+``GET|POST /api/providers`` (a POST of a provider declared only in the YAML, not yet created or
+changed through the API, takes it over as a create; otherwise an existing provider is a 409),
+``GET|PUT|DELETE /api/providers/{provider}``, and the keys of one
 provider: ``GET|POST /api/providers/{provider}/keys``, ``PUT|DELETE .../keys/{key_id}``. A change
 takes effect for the next request (``gateway.set_provider`` / ``remove_provider``), is stored in
 SQLite and applied again at the next start. Key values are never returned in clear: ``env.NAME``
@@ -258,6 +260,12 @@ class ManagementPlugin:
                 "provider_status": "active" if name in self.gateway.adapters else "error",
                 "source": "yaml" if name in self.yaml else "api"}
 
+    def yaml_only(self, name: str) -> bool:
+        """The provider exists only because the YAML declares it: its running block is the YAML's,
+        not created nor changed through the API. A POST of it takes it over, as a create."""
+        return (name in self.blocks and name in self.yaml
+                and block_hash(self.blocks[name]) == block_hash(self.yaml[name]))
+
     async def save(self, name: str, block: dict) -> None:
         pconf = self.build(name, block)          # refuse before storing anything
         self.wrote(await self.run(self.store.put, name, block))
@@ -303,11 +311,15 @@ class ManagementPlugin:
             if not isinstance(name, str) or not name or "/" in name:
                 raise Invalid("provider: required, a provider name without '/' (e.g. \"cerebras\")")
             async with self.lock:
-                if name in self.blocks:
+                takeover = self.yaml_only(name)
+                if name in self.blocks and not takeover:
                     raise Invalid(f"provider {name!r} already exists; update it with PUT /api/providers/{name}",
                                   status=409)
                 block, warnings = self.merge(name, body, None)
                 await self.save(name, block)
+            if takeover:
+                warnings.append(f"provider {name!r} was declared in the YAML: this block replaces it "
+                                "(until its YAML block changes)")
             return _json({**self.view(name), "warnings": warnings})
 
         async def get_provider(request):

@@ -107,7 +107,9 @@ def test_bad_bodies_are_refused_before_anything_changes(fake_upstream, start_gat
     http = httpx.Client(base_url=gw.url, timeout=10)
     cases = [
         ({"keys": []}, 400, "provider: required"),
-        ({"provider": "local"}, 409, "already exists"),
+        # `local` is declared only in the YAML: a POST would take it over, as a create, so its
+        # body is checked like one (no type: the provider's name, which no plugin provides).
+        ({"provider": "local"}, 400, "provided by no enabled plugin"),
         ({"provider": "x", "type": "nope"}, 400, "provided by no enabled plugin"),
         ({"provider": "x", "type": "openai", "keys": [{"name": "k", "value": "env.NOT_SET_ANYWHERE_123"}]},
          400, "environment variable NOT_SET_ANYWHERE_123 is not set"),
@@ -123,6 +125,9 @@ def test_bad_bodies_are_refused_before_anything_changes(fake_upstream, start_gat
         "base_url": fake_upstream.url, "stream_idle_timeout_in_seconds": 5}, "concurrency_and_buffer_size": {}})
     assert r.status_code == 200
     assert r.json()["warnings"] == ["network_config.stream_idle_timeout_in_seconds: ignored (hookway has no such setting)"]
+    r = http.post("/api/providers", json={"provider": "y", "type": "openai"})
+    assert r.status_code == 409 and "already exists" in r.json()["error"]["message"]
+    assert http.get("/api/providers/y").json()["network_config"]["base_url"] == fake_upstream.url
 
 
 def test_changes_survive_a_restart_and_the_yaml_wins_when_it_changes(fake_upstream, start_gateway, tmp_path):
