@@ -19,6 +19,8 @@ from hookway.dialects import Dialect
 from hookway.errors import GatewayError, invalid
 from hookway.sse import SSEParser, frame
 
+from .adapter import EventReader, response_from_message
+
 # Canonical error kind -> Anthropic error type (ARCHITECTURE.md "Errors").
 ERROR_TYPES = {
     "invalid_request": "invalid_request_error",
@@ -61,34 +63,78 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _string(block: dict, key: str, where: str, required: bool = True) -> None:
+    """``block[key]`` must be a string (``required``: and present)."""
+    if key not in block:
+        if required:
+            raise invalid(f"{where}.{key}: field required", f"{where}.{key}")
+        return
+    if not isinstance(block[key], str):
+        raise invalid(f"{where}.{key}: expected a string", f"{where}.{key}")
+
+
+# The field each known media source type carries (image and document blocks).
+_SOURCE_FIELD = {"base64": "data", "text": "data", "url": "url", "file": "file_id"}
+
+
+def _source(block: dict, where: str) -> None:
+    if "source" not in block:
+        raise invalid(f"{where}.source: field required", f"{where}.source")
+    source = block["source"]
+    where = f"{where}.source"
+    if not isinstance(source, dict):
+        raise invalid(f"{where}: expected an object", where)
+    _string(source, "type", where)
+    kind = source["type"]
+    if kind in _SOURCE_FIELD:
+        _string(source, _SOURCE_FIELD[kind], where)
+        _string(source, "media_type", where, required=False)
+    elif kind == "content":   # a document made of content blocks
+        if "content" not in source:
+            raise invalid(f"{where}.content: field required", f"{where}.content")
+        _blocks(source["content"], f"{where}.content")
+    # Other source types are left to the upstream: a newer API may know them.
+
+
+def _block(block: Any, where: str) -> dict:
+    """One content block, checked field by field so that a malformed block is a 400 naming its
+    path (``messages.0.content.1.text``), never a crash further on. A ``tool_result`` comes back
+    normalised (a copy: the client's dicts are never changed, since the raw body may still be
+    forwarded or logged): content as a block list, ``is_error`` a bool."""
+    if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+        raise invalid(f"{where}: each content block must be an object with a `type`", f"{where}.type")
+    kind = block["type"]
+    if kind == "text":
+        _string(block, "text", where)
+    elif kind in ("image", "document"):
+        _source(block, where)
+    elif kind == "tool_use":
+        _string(block, "id", where)
+        _string(block, "name", where)
+        if "input" in block and not isinstance(block["input"], dict):
+            raise invalid(f"{where}.input: expected an object", f"{where}.input")
+    elif kind == "tool_result":
+        _string(block, "tool_use_id", where)
+        block = dict(block)
+        inner = block.get("content")
+        block["content"] = [] if inner is None else _blocks(inner, f"{where}.content")
+        block["is_error"] = bool(block.get("is_error", False))
+    elif kind == "thinking":
+        _string(block, "thinking", where)
+        _string(block, "signature", where, required=False)
+    elif kind == "redacted_thinking":
+        _string(block, "data", where)
+    # Other block kinds (server tool blocks, search results...) travel as they came.
+    return block
+
+
 def _blocks(value: Any, where: str) -> list[dict]:
-    """A content value as a list of blocks: a string becomes one text block."""
+    """A content value as a list of checked blocks: a string becomes one text block."""
     if isinstance(value, str):
         return [{"type": "text", "text": value}] if value else []
     if not isinstance(value, list):
         raise invalid(f"{where}: expected a string or a list of content blocks", where)
-    for j, block in enumerate(value):
-        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-            raise invalid(f"{where}.{j}: each content block must be an object with a `type`",
-                          f"{where}.{j}.type")
-    return value
-
-
-def _message_content(value: Any, where: str) -> list[dict]:
-    blocks = _blocks(value, where)
-    # tool_result content is normalised too (the canonical shape is always a block list); the
-    # client's dicts are copied, not changed, since the raw body may still be forwarded or logged.
-    if any(b["type"] == "tool_result" for b in blocks):
-        out = []
-        for j, block in enumerate(blocks):
-            if block["type"] == "tool_result":
-                block = dict(block)
-                inner = block.get("content")
-                block["content"] = [] if inner is None else _blocks(inner, f"{where}.{j}.content")
-                block["is_error"] = bool(block.get("is_error", False))
-            out.append(block)
-        blocks = out
-    return blocks
+    return [_block(block, f"{where}.{j}") for j, block in enumerate(value)]
 
 
 class AnthropicDialect(Dialect):
@@ -100,8 +146,14 @@ class AnthropicDialect(Dialect):
         model, stream = super().peek(body, operation)
         # Cheap shape checks on the hot path, so even the byte pass-through answers a malformed
         # request with a 400 naming the field instead of spending an upstream call on it.
-        if not isinstance(body.get("messages"), list):
+        messages = body.get("messages")
+        if not isinstance(messages, list):
             raise invalid("`messages` is required and must be a list of messages", "messages")
+        if not messages:
+            raise invalid("messages: at least one message is required", "messages")
+        flag = body.get("stream")
+        if flag is not None and not isinstance(flag, bool):
+            raise invalid(f"`stream` must be a boolean, found {flag!r}", "stream")
         if operation != "chat":
             return model, False   # count_tokens takes no max_tokens and never streams
         max_tokens = body.get("max_tokens")
@@ -126,7 +178,7 @@ class AnthropicDialect(Dialect):
             if "content" not in msg:
                 raise invalid(f"{where}.content: field required", f"{where}.content")
             # A {"role": "system"} entry (Claude Code sends one) stays where it is.
-            messages.append({"role": role, "content": _message_content(msg["content"], f"{where}.content")})
+            messages.append({"role": role, "content": _blocks(msg["content"], f"{where}.content")})
 
         system = body.get("system")
         system = [] if system is None else _blocks(system, "system")
@@ -275,6 +327,16 @@ class AnthropicDialect(Dialect):
         if operation != "chat":
             return None
         return StreamUsageTap() if stream else JSONUsageTap()
+
+    def response_from_bytes(self, raw: bytes, operation: str, stream: bool) -> ir.Response | None:
+        """A pass-through answer (SSE stream or Message JSON) as a :class:`ir.Response`, or None.
+        The bytes decide between the two (an upstream may answer a stream request with JSON)."""
+        if operation != "chat" or not isinstance(raw, (bytes, bytearray, memoryview)):
+            return None
+        raw = bytes(raw)
+        if raw.lstrip()[:1] == b"{":
+            return response_from_json(raw)
+        return response_from_sse(raw)
 
 
 # --- shared pieces -----------------------------------------------------------------------------------
@@ -442,14 +504,16 @@ def _usage_from(data: dict, usage: ir.Usage) -> None:
 
 
 class StreamUsageTap:
-    """Reads usage from Anthropic SSE bytes: ``message_start`` (input and cache tokens) and
-    ``message_delta`` (output tokens). Other events are not decoded as JSON."""
+    """Reads usage and the stop reason from Anthropic SSE bytes: ``message_start`` (input and
+    cache tokens) and ``message_delta`` (output tokens, ``delta.stop_reason``). Other events are
+    not decoded as JSON."""
 
-    __slots__ = ("parser", "usage")
+    __slots__ = ("parser", "usage", "stop_reason")
 
     def __init__(self) -> None:
         self.parser = SSEParser()
         self.usage = ir.Usage()
+        self.stop_reason: str | None = None
 
     def feed(self, chunk: bytes) -> None:
         for event, data in self.parser.feed(chunk):
@@ -460,18 +524,23 @@ class StreamUsageTap:
                     pass
             elif event == "message_delta":
                 try:
-                    _usage_from(orjson.loads(data).get("usage"), self.usage)
+                    msg = orjson.loads(data)
+                    _usage_from(msg.get("usage"), self.usage)
+                    reason = (msg.get("delta") or {}).get("stop_reason")
                 except (orjson.JSONDecodeError, AttributeError):
-                    pass
+                    continue
+                if isinstance(reason, str):
+                    self.stop_reason = reason
 
 
 class JSONUsageTap:
-    """Reads usage from a whole Message JSON body."""
+    """Reads usage and the stop reason from a whole Message JSON body."""
 
-    __slots__ = ("usage",)
+    __slots__ = ("usage", "stop_reason")
 
     def __init__(self) -> None:
         self.usage = ir.Usage()
+        self.stop_reason: str | None = None
 
     def feed(self, chunk: bytes) -> None:
         try:
@@ -480,3 +549,47 @@ class JSONUsageTap:
             return
         if isinstance(data, dict):
             _usage_from(data.get("usage"), self.usage)
+            reason = data.get("stop_reason")
+            if isinstance(reason, str):
+                self.stop_reason = reason
+
+
+# --- pass-through answers as canonical responses (for logs) -------------------------------------
+
+def response_from_sse(raw: bytes) -> ir.Response | None:
+    """An Anthropic Messages SSE stream as a :class:`ir.Response`: the adapter's event reader
+    (Anthropic SSE -> canonical events) folded by :class:`ir.ResponseCollector`. A stream cut
+    short or ended by an ``error`` event gives what was received; None when no ``message_start``
+    was found (not a Messages stream)."""
+    parser = SSEParser()
+    reader = EventReader("anthropic")
+    collector = ir.ResponseCollector()
+    started = False
+    # The final "\n\n" completes a last event whose blank line was cut off.
+    for event, data in list(parser.feed(raw)) + list(parser.feed(b"\n\n")):
+        try:
+            for ev in reader.feed(event, data):
+                if type(ev) is ir.MessageStart:
+                    started = True
+                collector.feed(ev)
+        except (KeyError, TypeError, AttributeError):
+            continue   # e.g. a delta without its block: skipped, as a client would
+    if not started:
+        return None
+    try:
+        return collector.response()
+    except (KeyError, TypeError):   # block indices that are not integers
+        return None
+
+
+def response_from_json(raw: bytes) -> ir.Response | None:
+    """A Messages JSON body as a :class:`ir.Response`; None for anything else (an error body...)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or data.get("type", "message") != "message" or not isinstance(data.get("content"), list):
+        return None
+    resp = response_from_message(data)
+    resp.stop_reason = data.get("stop_reason") if isinstance(data.get("stop_reason"), str) else None
+    return resp

@@ -65,14 +65,22 @@ def estimate_text(text: str) -> float:
     return pieces * SCALE
 
 
+def _str(value) -> str:
+    return value if isinstance(value, str) else ""
+
+
 def request_texts(req: ir.Request) -> tuple[list[str], int]:
     """The texts a model reads for ``req`` (system, messages, tool definitions as JSON) and the
-    tokens that are not text (message framing, images)."""
+    tokens that are not text (message framing, images).
+
+    ``req`` comes from :meth:`AnthropicDialect.parse`, which has already refused malformed blocks
+    with a 400 naming the field; values of the wrong type (a plugin's doing) count as nothing
+    rather than fail."""
     texts: list[str] = []
     fixed = 0
     for block in req.system:
-        if block.get("type") == "text":
-            texts.append(block.get("text", ""))
+        if isinstance(block, dict) and block.get("type") == "text":
+            texts.append(_str(block.get("text")))
     for msg in req.messages:
         fixed += PER_MESSAGE
         content = msg.get("content")
@@ -92,11 +100,13 @@ def request_texts(req: ir.Request) -> tuple[list[str], int]:
 def _blocks(blocks, texts: list[str]) -> int:
     fixed = 0
     for block in blocks:
+        if not isinstance(block, dict):
+            continue
         kind = block.get("type")
         if kind == "text":
-            texts.append(block.get("text", ""))
+            texts.append(_str(block.get("text")))
         elif kind == "tool_use":
-            texts.append(block.get("name", ""))
+            texts.append(_str(block.get("name")))
             texts.append(orjson.dumps(block.get("input") or {}).decode())
         elif kind == "tool_result":
             inner = block.get("content")
@@ -105,7 +115,7 @@ def _blocks(blocks, texts: list[str]) -> int:
             elif isinstance(inner, list):
                 fixed += _blocks(inner, texts)
         elif kind == "thinking":
-            texts.append(block.get("thinking", ""))
+            texts.append(_str(block.get("thinking")))
         elif kind in ("image", "document"):
             fixed += PER_IMAGE
         else:   # other block kinds: their JSON is the best guess at what the model reads

@@ -275,3 +275,182 @@ def test_json_usage_tap():
     tap.feed(orjson.dumps({"usage": {"input_tokens": 3, "output_tokens": 4, "cache_read_input_tokens": 1}}))
     assert tap.usage == ir.Usage(3, 4, 1, 0)
     assert D.usage_tap("count_tokens", False) is None
+
+
+def test_usage_taps_expose_the_stop_reason(fake_anthropic):
+    reply = fake_anthropic.Reply(content=[{"type": "text", "text": "abc"}], stop_reason="max_tokens")
+    data = b"".join(fake_anthropic.stream_events(reply, "claude"))
+    tap = D.usage_tap("chat", True)
+    assert tap.stop_reason is None
+    for i in range(0, len(data), 5):
+        tap.feed(data[i:i + 5])
+    assert tap.stop_reason == "max_tokens"
+    tap = D.usage_tap("chat", False)
+    assert tap.stop_reason is None
+    tap.feed(orjson.dumps({"type": "message", "content": [], "stop_reason": "tool_use", "usage": {"output_tokens": 2}}))
+    assert tap.stop_reason == "tool_use" and tap.usage.output_tokens == 2
+
+
+# --- malformed content blocks (see also test_e2e.py) ---------------------------------------------
+
+@pytest.mark.parametrize("content, param, message", [
+    ([{"type": "text", "text": 5}], "messages.0.content.0.text", "messages.0.content.0.text: expected a string"),
+    ([{"type": "text", "text": None}], "messages.0.content.0.text", "messages.0.content.0.text: expected a string"),
+    ([{"type": "image", "source": 5}], "messages.0.content.0.source", "messages.0.content.0.source: expected an object"),
+    ([{"type": "image", "source": {"type": "base64", "media_type": 5, "data": "x"}}],
+     "messages.0.content.0.source.media_type", "messages.0.content.0.source.media_type: expected a string"),
+    ([{"type": "document", "source": {"type": "content", "content": [{"type": "text", "text": 1}]}}],
+     "messages.0.content.0.source.content.0.text", "messages.0.content.0.source.content.0.text: expected a string"),
+    ([{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": 5}]}],
+     "messages.0.content.0.content.0.text", "messages.0.content.0.content.0.text: expected a string"),
+    ([{"type": "tool_result", "tool_use_id": "t", "content": 5}],
+     "messages.0.content.0.content", "messages.0.content.0.content: expected a string or a list of content blocks"),
+    ([{"type": "tool_use", "id": "t", "name": "x", "input": []}],
+     "messages.0.content.0.input", "messages.0.content.0.input: expected an object"),
+    ([{"type": "redacted_thinking"}], "messages.0.content.0.data", "messages.0.content.0.data: field required"),
+])
+def test_malformed_blocks_are_400_naming_the_path(content, param, message):
+    for operation in ("chat", "count_tokens"):
+        with pytest.raises(GatewayError) as exc:
+            D.parse(body(messages=[{"role": "user", "content": content}]), operation)
+        err = exc.value
+        assert (err.status, err.kind, err.param, err.message) == (400, "invalid_request", param, message)
+
+
+def test_unknown_block_and_source_kinds_travel_as_they_came():
+    content = [{"type": "server_tool_use", "id": "s1", "name": "web_search", "input": {"q": "x"}},
+               {"type": "image", "source": {"type": "some_future_source", "ref": 1}},
+               {"type": "document", "source": {"type": "file", "file_id": "file_1"}}]
+    req = D.parse(body(messages=[{"role": "user", "content": content}]), "chat")
+    assert req.messages[0]["content"] == content
+
+
+@pytest.mark.parametrize("change, param", [
+    ({"stream": "yes"}, "stream"), ({"stream": 0}, "stream"), ({"messages": []}, "messages"),
+])
+def test_peek_checks_the_stream_flag_and_empty_messages(change, param):
+    for operation in ("chat", "count_tokens"):
+        with pytest.raises(GatewayError) as exc:
+            D.peek(body(**change), operation)
+        assert exc.value.status == 400 and exc.value.param == param
+    assert D.peek(body(stream=None), "chat") == ("cerebras/llama-3.3-70b", False)
+    assert D.peek(body(stream=False), "chat") == ("cerebras/llama-3.3-70b", False)
+
+
+def test_estimate_skips_values_of_the_wrong_type():
+    from hookway_anthropic.tokens import estimate_request
+    req = D.parse(body(), "count_tokens")
+    # A plugin may change the canonical request after parsing: the estimate never fails on it.
+    req.messages.append({"role": "user", "content": [{"type": "text", "text": 5}, "junk",
+                                                     {"type": "tool_use", "name": None, "input": {}}]})
+    req.system = [{"type": "text", "text": None}]
+    assert estimate_request(req) > 0
+
+
+# --- pass-through answers read back (response_from_bytes) -----------------------------------------
+
+# A Messages stream as the API sends it (thinking with a signature, text, a tool call whose input
+# arrives in pieces), cut into arbitrary chunks by the test.
+RECORDED_STREAM = (
+    b'event: message_start\n'
+    b'data: {"type":"message_start","message":{"id":"msg_01XYZ","type":"message","role":"assistant",'
+    b'"model":"claude-sonnet-4-5-20250929","content":[],"stop_reason":null,"stop_sequence":null,'
+    b'"usage":{"input_tokens":472,"cache_creation_input_tokens":0,"cache_read_input_tokens":2048,'
+    b'"output_tokens":2}}}\n\n'
+    b'event: content_block_start\n'
+    b'data: {"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":"","signature":""}}\n\n'
+    b'event: ping\n'
+    b'data: {"type": "ping"}\n\n'
+    b'event: content_block_delta\n'
+    b'data: {"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"The user wants "}}\n\n'
+    b'event: content_block_delta\n'
+    b'data: {"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"the files."}}\n\n'
+    b'event: content_block_delta\n'
+    b'data: {"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"EqQBCkgIARAB=="}}\n\n'
+    b'event: content_block_stop\n'
+    b'data: {"type":"content_block_stop","index":0}\n\n'
+    b'event: content_block_start\n'
+    b'data: {"type":"content_block_start","index":1,"content_block":{"type":"text","text":""}}\n\n'
+    b'event: content_block_delta\n'
+    b'data: {"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"Listing them \xe2\x9c\x93"}}\n\n'
+    b'event: content_block_stop\n'
+    b'data: {"type":"content_block_stop","index":1}\n\n'
+    b'event: content_block_start\n'
+    b'data: {"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"toolu_01A",'
+    b'"name":"Bash","input":{}}}\n\n'
+    b'event: content_block_delta\n'
+    b'data: {"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":""}}\n\n'
+    b'event: content_block_delta\n'
+    b'data: {"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"{\\"command\\": \\"ls"}}\n\n'
+    b'event: content_block_delta\n'
+    b'data: {"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":" -la\\"}"}}\n\n'
+    b'event: content_block_stop\n'
+    b'data: {"type":"content_block_stop","index":2}\n\n'
+    b'event: message_delta\n'
+    b'data: {"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},'
+    b'"usage":{"output_tokens":87}}\n\n'
+    b'event: message_stop\n'
+    b'data: {"type":"message_stop"}\n\n'
+)
+
+EXPECTED_CONTENT = [
+    {"type": "thinking", "thinking": "The user wants the files.", "signature": "EqQBCkgIARAB=="},
+    {"type": "text", "text": "Listing them ✓"},
+    {"type": "tool_use", "id": "toolu_01A", "name": "Bash", "input": {"command": "ls -la"}},
+]
+
+
+def test_response_from_a_recorded_stream():
+    resp = D.response_from_bytes(RECORDED_STREAM, "chat", True)
+    assert (resp.id, resp.model) == ("msg_01XYZ", "claude-sonnet-4-5-20250929")
+    assert resp.content == EXPECTED_CONTENT
+    assert resp.stop_reason == "tool_use" and resp.stop_sequence is None
+    assert resp.usage == ir.Usage(input_tokens=472, output_tokens=87, cache_read_input_tokens=2048)
+    # The same through the fake API's wire format, and CRLF line endings.
+    assert D.response_from_bytes(RECORDED_STREAM.replace(b"\n", b"\r\n"), "chat", True).content == EXPECTED_CONTENT
+
+
+def test_response_from_a_json_body():
+    raw = orjson.dumps({"id": "msg_01ABC", "type": "message", "role": "assistant", "model": "claude-opus-4-5",
+                        "content": EXPECTED_CONTENT, "stop_reason": "tool_use", "stop_sequence": None,
+                        "usage": {"input_tokens": 10, "output_tokens": 20, "cache_read_input_tokens": 3,
+                                  "cache_creation_input_tokens": 4}})
+    for stream in (False, True):   # a stream request may still be answered with JSON
+        resp = D.response_from_bytes(raw, "chat", stream)
+        assert (resp.id, resp.model, resp.stop_reason) == ("msg_01ABC", "claude-opus-4-5", "tool_use")
+        assert resp.content == EXPECTED_CONTENT
+        assert resp.usage == ir.Usage(10, 20, 3, 4)
+
+
+def test_response_from_a_stream_cut_short_or_failed():
+    cut = RECORDED_STREAM[:RECORDED_STREAM.index(b"event: message_delta")] + b'event: content_block_stop\ndata: {"type"'
+    resp = D.response_from_bytes(cut, "chat", True)
+    assert resp.content == EXPECTED_CONTENT and resp.stop_reason is None
+    failed = RECORDED_STREAM[:RECORDED_STREAM.index(b"event: content_block_start")] + \
+        b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
+    resp = D.response_from_bytes(failed, "chat", True)
+    assert resp.content == [] and resp.usage.input_tokens == 472
+
+
+@pytest.mark.parametrize("raw, operation", [
+    (b"", "chat"),
+    (b"not json at all", "chat"),
+    (b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}', "chat"),
+    (b'event: error\ndata: {"type":"error","error":{"type":"api_error","message":"x"}}\n\n', "chat"),
+    (b'{"content": 5}', "chat"),
+    (b'[1, 2]', "chat"),
+    (b'{"input_tokens": 12}', "count_tokens"),
+])
+def test_response_from_unreadable_bytes_is_none(raw, operation):
+    assert D.response_from_bytes(raw, operation, False) is None
+    assert D.response_from_bytes(raw, operation, True) is None
+
+
+def test_response_from_a_garbled_stream_keeps_what_it_can_read():
+    raw = (b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","model":"c"}}\n\n'
+           b'event: content_block_start\ndata: {"type":"content_block_start","index":[1],"content_block":{"type":"text"}}\n\n'
+           b'event: content_block_delta\ndata: {"type":"content_block_delta","index":7,"delta":{"type":"text_delta","text":"x"}}\n\n'
+           b'event: content_block_start\ndata: {"type":"content_block_start","index":0,"content_block":{"type":"text"}}\n\n'
+           b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"ok"}}\n\n')
+    resp = D.response_from_bytes(raw, "chat", True)
+    assert (resp.id, resp.content, resp.stop_reason) == ("m", [{"type": "text", "text": "ok"}], None)

@@ -124,14 +124,17 @@ def test_tool_result_turn_goes_upstream_as_tool_messages(client, fake_upstream):
 
 # --- reasoning ------------------------------------------------------------------------------------
 
-def test_reasoning_becomes_a_thinking_block(client, fake_upstream):
+@pytest.mark.parametrize("model,effort", [("cerebras/gpt-oss-120b", "low"), (MODEL, None)])
+def test_reasoning_becomes_a_thinking_block(client, fake_upstream, model, effort):
     fake_upstream.enqueue(Reply(reasoning="Six times seven.", text="42", chunk_size=4))
-    with client.messages.stream(model=MODEL, max_tokens=2000, messages=USER,
+    with client.messages.stream(model=model, max_tokens=2000, messages=USER,
                                 thinking={"type": "enabled", "budget_tokens": 1024}) as stream:
         final = stream.get_final_message()
     assert [b.type for b in final.content] == ["thinking", "text"]
     assert final.content[0].thinking == "Six times seven." and final.content[1].text == "42"
-    assert fake_upstream.last.json["reasoning_effort"] == "low"
+    # The thinking budget becomes an effort only for a model that reasons (gpt-oss); a model
+    # that does not (llama) gets no reasoning setting, which it might refuse.
+    assert fake_upstream.last.json.get("reasoning_effort") == effort
 
 
 def test_reasoning_non_stream(client, fake_upstream):
@@ -373,3 +376,129 @@ def test_anthropic_to_anthropic_translated_keeps_signatures_and_fields(fake_anth
     for field in ("system", "tools", "metadata", "context_management", "max_tokens"):
         assert sent[field] == body[field], field
     assert sent["thinking"] == {"type": "adaptive"} and sent["output_config"] == {"effort": "high"}
+
+
+# --- malformed content blocks: always a 400 naming the field, never a 500 ------------------------
+
+def _user(*blocks):
+    return [{"role": "user", "content": list(blocks)}]
+
+
+def _assistant(*blocks):
+    return [{"role": "user", "content": "hi"}, {"role": "assistant", "content": list(blocks)}]
+
+
+_TOOL_USE = {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "ls"}}
+_PNG = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
+
+MALFORMED_BLOCKS = [
+    ({"messages": _user({"type": "text", "text": 5})}, "messages.0.content.0.text", "expected a string"),
+    ({"messages": _user({"type": "text", "text": None})}, "messages.0.content.0.text", "expected a string"),
+    ({"messages": _user({"type": "text"})}, "messages.0.content.0.text", "field required"),
+    ({"system": [{"type": "text", "text": 5}]}, "system.0.text", "expected a string"),
+    ({"messages": _user({"type": "image", "source": 5})}, "messages.0.content.0.source", "expected an object"),
+    ({"messages": _user({"type": "image"})}, "messages.0.content.0.source", "field required"),
+    ({"messages": _user({"type": "image", "source": {"type": "base64", "media_type": "image/png"}})},
+     "messages.0.content.0.source.data", "field required"),
+    ({"messages": _user({"type": "image", "source": {"type": "url"}})},
+     "messages.0.content.0.source.url", "field required"),
+    ({"messages": _user({"type": "image", "source": {"type": "url", "url": 5}})},
+     "messages.0.content.0.source.url", "expected a string"),
+    ({"messages": _user({"type": "image", "source": {"media_type": "image/png"}})},
+     "messages.0.content.0.source.type", "field required"),
+    ({"messages": _user({"type": "document", "source": {"type": "text", "media_type": "text/plain"}})},
+     "messages.0.content.0.source.data", "field required"),
+    ({"messages": _user({"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": 5}]})},
+     "messages.0.content.0.content.0.text", "expected a string"),
+    ({"messages": _user({"type": "tool_result", "tool_use_id": "toolu_1",
+                         "content": [{"type": "image", "source": {"type": "base64"}}]})},
+     "messages.0.content.0.content.0.source.data", "field required"),
+    ({"messages": _user({"type": "tool_result", "tool_use_id": 5, "content": "ok"})},
+     "messages.0.content.0.tool_use_id", "expected a string"),
+    ({"messages": _assistant(dict(_TOOL_USE, id=5))}, "messages.1.content.0.id", "expected a string"),
+    ({"messages": _assistant(dict(_TOOL_USE, name=None))}, "messages.1.content.0.name", "expected a string"),
+    ({"messages": _assistant(dict(_TOOL_USE, input="ls"))}, "messages.1.content.0.input", "expected an object"),
+    ({"messages": _assistant(dict(_TOOL_USE, input=None))}, "messages.1.content.0.input", "expected an object"),
+    ({"messages": _assistant({"type": "thinking", "thinking": 5, "signature": "s"})},
+     "messages.1.content.0.thinking", "expected a string"),
+    ({"messages": _assistant({"type": "thinking", "thinking": "hm", "signature": 5})},
+     "messages.1.content.0.signature", "expected a string"),
+]
+
+
+@pytest.mark.parametrize("mode", ["non-stream", "stream", "count_tokens"])
+@pytest.mark.parametrize("change, param, problem", MALFORMED_BLOCKS)
+def test_malformed_content_blocks_are_400_naming_the_path(gateway, fake_upstream, mode, change, param, problem):
+    body = {"model": "cerebras/m", "max_tokens": 5, "messages": USER, **change}
+    path = "/anthropic/v1/messages"
+    if mode == "stream":
+        body["stream"] = True
+    elif mode == "count_tokens":
+        del body["max_tokens"]
+        path += "/count_tokens"
+    r = post_raw(gateway, path, body)
+    assert r.status_code == 400, r.text
+    assert r.json() == {"type": "error", "error": {"type": "invalid_request_error", "message": f"{param}: {problem}"}}
+    assert fake_upstream.requests == []
+
+
+def test_well_formed_blocks_of_every_kind_still_pass(client, fake_upstream):
+    fake_upstream.enqueue(Reply(text="ok"))
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "look"},
+                                     {"type": "image", "source": _PNG},
+                                     {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}},
+                                     {"type": "document", "source": {"type": "text", "media_type": "text/plain",
+                                                                     "data": "doc"}}]},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm", "signature": "sig"},
+                                          {"type": "redacted_thinking", "data": "xyz"}, _TOOL_USE]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "is_error": False,
+                                      "content": [{"type": "text", "text": "out"}, {"type": "image", "source": _PNG}]}]},
+    ]
+    msg = client.messages.create(model=MODEL, max_tokens=10, messages=messages, system=[{"type": "text", "text": "s"}])
+    assert msg.content[0].text == "ok"
+    assert client.messages.count_tokens(model=MODEL, messages=messages).input_tokens > 0
+
+
+@pytest.mark.parametrize("path", ["/anthropic/v1/messages", "/anthropic/v1/messages/count_tokens"])
+@pytest.mark.parametrize("change, param, message", [
+    ({"stream": "yes"}, "stream", "`stream` must be a boolean, found 'yes'"),
+    ({"stream": 1}, "stream", "`stream` must be a boolean, found 1"),
+    ({"messages": []}, "messages", "messages: at least one message is required"),
+])
+def test_stream_flag_and_empty_messages_are_400(gateway, fake_upstream, path, change, param, message):
+    r = post_raw(gateway, path, {"model": MODEL, "max_tokens": 5, "messages": USER, **change})
+    assert r.status_code == 400, r.text
+    assert r.json() == {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+    assert fake_upstream.requests == []
+
+
+def test_passthrough_logs_the_stop_reason_and_a_readable_answer(fake_anthropic, start_gateway):
+    from hookway.testing import RecordingSink
+
+    class ContentSink(RecordingSink):
+        @hookimpl
+        def hookway_configure(self, settings, gateway):
+            gateway.log_content = True
+
+    gw = start_gateway({"plugins": {"openai": {}, "anthropic": {}, "sink": {}},
+                        "providers": {"claude": {"type": "anthropic", "keys": [{"value": "sk-ant"}],
+                                                 "network_config": {"base_url": fake_anthropic.url}}}},
+                       {"sink": ContentSink})
+    tool = {"type": "tool_use", "id": "toolu_9", "name": "Bash", "input": {"command": "ls -la"}}
+    reply = fake_anthropic.Reply(content=[{"type": "text", "text": "Running it."}, tool], stop_reason="tool_use",
+                                 chunk_size=4, usage=(11, 6, 0, 0))
+    fake_anthropic.enqueue(reply, reply)
+    for stream in (True, False):
+        r = post_raw(gw, "/anthropic/v1/messages", {"model": "claude/claude-sonnet-4-5", "max_tokens": 50,
+                                                    "messages": USER, "stream": stream})
+        assert r.status_code == 200
+    gw.stop()   # flushes the log queue
+    records = RecordingSink.records
+    assert [(r.passthrough, r.stream, r.stop_reason) for r in records] == [(True, True, "tool_use"),
+                                                                          (True, False, "tool_use")]
+    dialect = AnthropicDialect()
+    for record in records:
+        resp = dialect.response_from_bytes(record.response_body, "chat", record.stream)
+        assert resp.content == [{"type": "text", "text": "Running it."}, tool]
+        assert resp.stop_reason == "tool_use" and (resp.usage.input_tokens, resp.usage.output_tokens) == (11, 6)

@@ -4,11 +4,15 @@ Quirks (each applied in :meth:`CerebrasAdapter.prepare_body`, so on the pass-thr
 
 * ``user`` longer than 64 characters is refused by Cerebras: it is dropped (Claude Code's
   ``metadata.user_id`` is much longer).
-* ``reasoning_effort`` takes ``low``, ``medium``, ``high`` (and ``none``): other OpenAI values
-  are mapped to the nearest (``minimal`` -> ``low``, ``xhigh``/``max`` -> ``high``), unknown ones
-  dropped.
+* ``reasoning_effort`` is sent as ``low``, ``medium`` or ``high``: other OpenAI values are mapped
+  to the nearest (``minimal`` -> ``low``, ``xhigh``/``max`` -> ``high``); ``none`` and unknown
+  values are dropped.
 * Cerebras takes no reasoning token budget: a budget (``reasoning.max_tokens``,
   ``thinking.budget_tokens``...) is removed and, when no effort was given, turned into one.
+* Translated requests (Claude Code...) carry an effort only to the models that reason
+  (:attr:`reasoning_models`, overridable with ``settings: {reasoning_models: [...]}``); an
+  OpenAI client's own ``reasoning_effort`` on the pass-through is its choice and is kept
+  (normalised as above).
 * System message content must be a string: a list of text parts is joined.
 * No embeddings, images, speech, transcription or batch: 400 ``unsupported_operation``. The
   Responses API is answered by translation to chat completions.
@@ -22,7 +26,8 @@ from hookway_openai.translate import effort_for_budget
 USER_MAX_CHARS = 64
 
 # Reasoning effort as the client said it -> what Cerebras accepts.
-EFFORTS = {"none": "none", "minimal": "low", "low": "low", "medium": "medium", "high": "high",
+# "none" is not forwarded: dropped like an unknown value.
+EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high",
            "xhigh": "high", "max": "high"}
 
 # Fields some clients use for a reasoning token budget; Cerebras rejects them all.
@@ -40,6 +45,7 @@ class CerebrasAdapter(OpenAIAdapter):
     operations = frozenset({"chat", "completions", "responses"})
     passthrough = frozenset({"chat", "completions"})
     budget_to_effort = True     # Cerebras takes reasoning_effort (gpt-oss and other reasoning models)
+    reasoning_models = ("gpt-oss*", "qwen-3*", "zai-glm*")
 
     def prepare_body(self, body: dict, operation: str) -> dict:
         user = body.get("user")

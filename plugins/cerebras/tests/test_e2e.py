@@ -3,6 +3,7 @@ the pass-through and the translated path; what reached the upstream is asserted.
 
 from __future__ import annotations
 
+import httpx
 import openai
 import pytest
 
@@ -75,7 +76,7 @@ def test_text_completions_with_long_user(client, fake_upstream):
 
 def test_responses_api_is_translated_to_chat_completions(client, fake_upstream):
     fake_upstream.enqueue(Reply(text="Bonjour", chunk_size=2))
-    events = list(client.responses.create(model="cerebras/llama-3.3-70b", input="hi", user=LONG_USER,
+    events = list(client.responses.create(model="cerebras/gpt-oss-120b", input="hi", user=LONG_USER,
                                           reasoning={"effort": "minimal"}, stream=True))
     assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "Bonjour"
     assert events[-1].type == "response.completed"
@@ -83,3 +84,69 @@ def test_responses_api_is_translated_to_chat_completions(client, fake_upstream):
     assert sent.path == "/v1/chat/completions"
     assert sent.json["messages"] == [{"role": "user", "content": "hi"}]
     assert "user" not in sent.json and sent.json["reasoning_effort"] == "low"
+
+
+def test_responses_api_reasoning_dropped_for_a_model_that_does_not_reason(client, fake_upstream):
+    client.responses.create(model="cerebras/llama-3.3-70b", input="hi", reasoning={"effort": "high"})
+    assert "reasoning_effort" not in fake_upstream.last.json   # always translated for Cerebras
+
+
+def test_reasoning_effort_to_a_model_that_does_not_reason(client, fake_upstream, request):
+    client.chat.completions.create(model="cerebras/llama-3.3-70b", messages=USER, reasoning_effort="xhigh")
+    sent = fake_upstream.last.json
+    if request.node.callspec.params["client"] == "passthrough":
+        assert sent["reasoning_effort"] == "high"   # the client's own choice, normalised
+    else:
+        assert "reasoning_effort" not in sent       # translated: only models that reason get one
+
+
+def test_effort_none_is_not_forwarded(client, fake_upstream):
+    client.chat.completions.create(model="cerebras/gpt-oss-120b", messages=USER, reasoning_effort="none")
+    assert "reasoning_effort" not in fake_upstream.last.json
+
+
+# --- operations Cerebras does not have: 400 unsupported_operation in the caller's dialect --------
+
+WAV = ("a.wav", b"RIFF" + b"\0" * 200_000, "audio/wav")
+
+
+@pytest.mark.parametrize("op,call", [
+    ("images", lambda c: c.images.generate(model="cerebras/dall-e-3", prompt="a cat")),
+    ("speech", lambda c: c.audio.speech.create(model="cerebras/tts-1", voice="alloy", input="hi")),
+    ("transcription", lambda c: c.audio.transcriptions.create(model="cerebras/whisper-1", file=WAV)),
+    ("batch", lambda c: c.batches.create(completion_window="24h", endpoint="/v1/chat/completions",
+                                         input_file_id="file-abc")),
+])
+@pytest.mark.parametrize("prefix", ["/v1", "/openai/v1"])
+def test_unsupported_operations_answer_400_in_openai_shape(fake_upstream, start_gateway, op, call, prefix):
+    gw = start_gateway({"plugins": {"openai": {}, "cerebras": {}},
+                        "providers": {"cerebras": {"type": "cerebras", "keys": [{"value": "csk-test"}],
+                                                   "models": ["llama-3.3-70b"],
+                                                   "network_config": {"base_url": fake_upstream.url}}}})
+    c = openai.OpenAI(base_url=gw.url + prefix, api_key="k", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as exc:
+        call(c)
+    assert exc.value.status_code == 400
+    assert exc.value.body["code"] == "unsupported_operation"
+    assert exc.value.body["type"] == "invalid_request_error"
+    assert exc.value.body["message"] == f"{op} is not supported by cerebras provider"
+    assert fake_upstream.requests == []
+
+
+def test_unsupported_operations_name_the_provider_the_model_resolves_to(fake_upstream, start_gateway):
+    gw = start_gateway({"plugins": {"openai": {}, "cerebras": {}}, "providers": {
+        "cerebras": {"type": "cerebras", "network_config": {"base_url": fake_upstream.url}},
+        "up": {"type": "openai", "network_config": {"base_url": fake_upstream.url}}}})
+    c = openai.OpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as exc:
+        c.audio.transcriptions.create(model="up/whisper-1", file=WAV)
+    assert exc.value.body["message"] == "transcription is not supported by up provider"
+    with pytest.raises(openai.BadRequestError) as exc:
+        c.batches.create(completion_window="24h", endpoint="/v1/chat/completions", input_file_id="file-abc")
+    assert exc.value.body["code"] == "unsupported_operation"
+    assert exc.value.body["message"] == "batch is not supported by any configured provider (cerebras, up)"
+    with pytest.raises(openai.NotFoundError):   # an unknown model is still a 404 naming it
+        c.images.generate(model="nobody/dall-e-3", prompt="x")
+    r = httpx.post(gw.url + "/v1/audio/transcriptions", json={"model": "up/whisper-1"})
+    assert r.status_code == 400 and "multipart/form-data" in r.json()["error"]["message"]
+    assert fake_upstream.requests == []

@@ -38,8 +38,8 @@ def test_long_user_dropped_short_kept(adapter):
 
 
 @pytest.mark.parametrize("given,sent", [("minimal", "low"), ("low", "low"), ("medium", "medium"), ("high", "high"),
-                                        ("xhigh", "high"), ("max", "high"), ("HIGH", "high"), ("none", "none"),
-                                        ("extreme", None)])
+                                        ("xhigh", "high"), ("max", "high"), ("HIGH", "high"),
+                                        ("none", None), ("None", None), ("extreme", None)])
 def test_effort_normalised(adapter, given, sent):
     body = adapter.prepare_body({"messages": [], "reasoning_effort": given}, "chat")
     assert body.get("reasoning_effort") == sent
@@ -82,4 +82,35 @@ def test_translated_body_from_an_anthropic_style_request(adapter):
 
 def test_translated_body_effort_beats_budget(adapter):
     req = ir.Request(model="m", messages=[], reasoning_effort="max", reasoning_budget=1000)
-    assert adapter.build_body(req, Target("cerebras", "m"), stream=False)["reasoning_effort"] == "high"
+    assert adapter.build_body(req, Target("cerebras", "gpt-oss-120b"), stream=False)["reasoning_effort"] == "high"
+
+
+def test_reasoning_models_defaults(adapter):
+    assert adapter.reasoning_models == ("gpt-oss*", "qwen-3*", "zai-glm*")
+    for model in ("gpt-oss-120b", "qwen-3-235b-a22b-thinking-2507", "qwen-3-32b", "zai-glm-4.6", "GPT-OSS-120B"):
+        assert adapter.reasons(model), model
+    for model in ("llama-3.3-70b", "llama3.1-8b", "llama-4-scout-17b-16e-instruct"):
+        assert not adapter.reasons(model), model
+
+
+@pytest.mark.parametrize("request_kw", [{"reasoning_effort": "high"}, {"reasoning_budget": 20000},
+                                        {"reasoning_effort": "none"}])
+def test_translated_body_has_no_effort_for_a_model_that_does_not_reason(adapter, request_kw):
+    # Claude Code's `thinking: {type: adaptive}` arrives as reasoning_effort "high": llama-3.3-70b
+    # may refuse the field, so it is dropped (CONFORMANCE 8: never a 4xx).
+    req = ir.Request(model="m", messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}]}], **request_kw)
+    body = adapter.build_body(req, Target("cerebras", "llama-3.3-70b"), stream=True)
+    assert "reasoning_effort" not in body
+
+
+def test_translated_effort_none_is_not_forwarded_to_a_reasoning_model(adapter):
+    req = ir.Request(model="m", messages=[], reasoning_effort="none")
+    assert "reasoning_effort" not in adapter.build_body(req, Target("cerebras", "gpt-oss-120b"), stream=False)
+
+
+def test_reasoning_models_setting_overrides():
+    adapter = CerebrasAdapter(ProviderConfig(name="c", type="cerebras", settings={"reasoning_models": ["llama-4*"]}))
+    assert adapter.reasons("llama-4-maverick") and not adapter.reasons("gpt-oss-120b")
+    req = ir.Request(model="m", messages=[], reasoning_effort="low")
+    assert adapter.build_body(req, Target("c", "llama-4-maverick"), stream=False)["reasoning_effort"] == "low"
+    assert "reasoning_effort" not in adapter.build_body(req, Target("c", "gpt-oss-120b"), stream=False)

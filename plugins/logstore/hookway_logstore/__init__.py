@@ -136,9 +136,16 @@ class LogstorePlugin:
         if self.store.closed:
             log.warning("logstore_records_after_close", count=len(records),
                         detail="the core delivered records after the store closed; written directly")
-        rows = await self.store.write(records, self.gateway.redactor())
+        rows = await self.store.write(records, self.gateway.redactor(), self._decode)
         if self.subscribers:
             self._broadcast(rows)
+
+    def _decode(self, record):
+        """A pass-through answer's bytes read by the dialect that produced them (writer thread)."""
+        dialect = self.gateway.dialects.get(record.dialect)
+        if dialect is None:
+            return None
+        return dialect.response_from_bytes(record.response_body, record.operation, record.stream)
 
     def _broadcast(self, rows: list[dict]) -> None:
         for sub in list(self.subscribers):

@@ -160,9 +160,18 @@ def _clip(text: str | None, limit: int) -> str | None:
     return dumps({"_truncated": True, "chars": len(text), "head": text[:limit]})
 
 
-def record_row(r: Any, redact: Callable[[str | None], str | None], max_content_chars: int) -> dict:
-    """A row dict (every column) from a :class:`hookway.pipeline.LogRecord`."""
+def record_row(r: Any, redact: Callable[[str | None], str | None], max_content_chars: int,
+               decode: Callable[[Any], Any] | None = None) -> dict:
+    """A row dict (every column) from a :class:`hookway.pipeline.LogRecord`. ``decode(record)``
+    reads a pass-through answer's bytes into an :class:`ir.Response` (the dialect's
+    ``response_from_bytes``), so streamed answers are stored as answers, not as SSE text."""
     extra = dict(r.extra or {})
+    decoded = None
+    if r.response is None and r.response_body and decode is not None:
+        try:
+            decoded = decode(r)
+        except Exception:   # an unreadable body is stored as it came
+            decoded = None
     raw = r.response_body
     if isinstance(raw, (bytes, bytearray)):
         raw = raw.decode("utf-8", "replace")
@@ -171,8 +180,8 @@ def record_row(r: Any, redact: Callable[[str | None], str | None], max_content_c
         cost = float(cost) if cost is not None else None
     except (TypeError, ValueError):
         cost = None
-    response = normalise_response(r.response, raw)
-    finish = response.get("stop_reason") if response else None
+    response = normalise_response(r.response or decoded, raw)
+    finish = (response.get("stop_reason") if response else None) or r.stop_reason
     if finish is None:
         finish = extra.get("finish_reason")
     request = None if r.request is None else _clip(redact(dumps(r.request)), max_content_chars)
@@ -283,16 +292,18 @@ class LogStore:
 
     # --- writes ---
 
-    async def write(self, records: list, redact: Callable) -> list[dict]:
+    async def write(self, records: list, redact: Callable, decode: Callable | None = None) -> list[dict]:
         """Store a batch (one transaction) and return the rows written."""
         if self.closed:
             # Only at shutdown, when the core delivers records after this store was closed:
             # write them directly rather than lose them.
-            return self.write_sync(records, redact)
-        return await asyncio.get_running_loop().run_in_executor(self._writer, self._write, records, redact)
+            return self.write_sync(records, redact, decode)
+        return await asyncio.get_running_loop().run_in_executor(self._writer, self._write, records, redact,
+                                                                decode)
 
-    def _write(self, records: list, redact: Callable, conn: sqlite3.Connection | None = None) -> list[dict]:
-        rows = [record_row(r, redact, self.max_content_chars) for r in records]
+    def _write(self, records: list, redact: Callable, decode: Callable | None = None,
+               conn: sqlite3.Connection | None = None) -> list[dict]:
+        rows = [record_row(r, redact, self.max_content_chars, decode) for r in records]
         conn = conn or self._conn
         conn.execute("BEGIN")
         try:
@@ -304,11 +315,11 @@ class LogStore:
         self.written += len(rows)
         return rows
 
-    def write_sync(self, records: list, redact: Callable) -> list[dict]:
+    def write_sync(self, records: list, redact: Callable, decode: Callable | None = None) -> list[dict]:
         conn = self._connect()
         try:
             conn.executescript(SCHEMA)
-            return self._write(records, redact, conn)
+            return self._write(records, redact, decode, conn)
         finally:
             conn.close()
 

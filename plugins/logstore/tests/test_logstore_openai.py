@@ -60,6 +60,10 @@ def test_pass_through_answers_are_recorded_with_their_content(openai_gateway, fa
 
     assert streamed["stream"] is True and (streamed["input_tokens"], streamed["output_tokens"]) == (7, 2)
     assert streamed["ttft_ms"] is not None
+    # A streamed pass-through answer is stored as the answer, not as the SSE text it came in.
+    assert streamed["finish_reason"] == "end_turn"
+    detail = HTTP.get(gw.url + f"/api/logs/{streamed['id']}").json()
+    assert detail["response"]["content"] == [{"type": "text", "text": "streamed answer"}]
     assert limited["status"] == 429 and "slow down" in limited["error"]
 
     found = HTTP.get(gw.url + "/api/logs", params={"q": "the question", "status": "ok"}).json()

@@ -14,6 +14,7 @@ Two paths:
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import time
 from typing import Any, AsyncIterator
 
@@ -21,14 +22,15 @@ import aiohttp
 import orjson
 
 from hookway import ir
+from hookway.config import ConfigError
 from hookway.errors import GatewayError, upstream_error
 from hookway.providers import ProviderAdapter, ProviderKey, Target, UpstreamStream
 
-from .stream import ChunkTranslator, SSEChunkReader
+from .stream import ChunkTranslator, SSEChunkReader, TextCompletionTranslator
 from .translate import request_to_openai, response_from_openai
 
 PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings",
-         "responses": "/responses"}
+         "responses": "/responses", "images": "/images/generations", "speech": "/audio/speech"}
 
 
 def error_message(raw: bytes, fallback: str) -> tuple[str, str | None, str | None]:
@@ -65,6 +67,10 @@ class OpenAIAdapter(ProviderAdapter):
     keep_thinking = False               # send earlier reasoning back as reasoning_content
     max_tokens_field = "max_completion_tokens"
     models_ttl = 300.0                  # seconds a GET /models answer is reused
+    # Models that take ``reasoning_effort`` (globs, case-insensitive, matched against the upstream
+    # model name and against its last ``/`` segment). A translated request carries an effort only
+    # to these: a non-reasoning model may refuse the field with a 400 (CONFORMANCE 8).
+    reasoning_models: tuple[str, ...] = ("o1*", "o3*", "o4*", "gpt-5*", "gpt-oss*")
 
     def __init__(self, config, gateway: Any = None):
         super().__init__(config, gateway)
@@ -72,6 +78,16 @@ class OpenAIAdapter(ProviderAdapter):
         for name in ("supports_top_k", "budget_to_effort", "keep_thinking", "max_tokens_field"):
             if name in settings:
                 setattr(self, name, settings[name])
+        if "reasoning_models" in settings:
+            patterns = settings["reasoning_models"]
+            if isinstance(patterns, str):
+                patterns = [patterns]
+            if not isinstance(patterns, (list, tuple)) or not all(isinstance(p, str) for p in patterns):
+                raise ConfigError(f"providers.{config.name}.settings.reasoning_models must be a list "
+                                  "of model name globs")
+            self.reasoning_models = tuple(patterns)
+        self._reasoning_patterns = tuple(p.lower() for p in self.reasoning_models)
+        self._reasons: dict[str, bool] = {}
         self._models: tuple[float, list[str]] | None = None
         self._models_lock: asyncio.Lock | None = None
 
@@ -82,11 +98,24 @@ class OpenAIAdapter(ProviderAdapter):
         fresh shallow copy the method may change). The default changes nothing."""
         return body
 
+    def reasons(self, model: str) -> bool:
+        """Whether ``model`` takes ``reasoning_effort`` (see :attr:`reasoning_models`)."""
+        known = self._reasons.get(model)
+        if known is None:
+            name = model.lower()
+            tail = name.rsplit("/", 1)[-1]
+            known = any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(tail, p)
+                        for p in self._reasoning_patterns)
+            if len(self._reasons) < 4096:   # bounded: model names come from clients
+                self._reasons[model] = known
+        return known
+
     def build_body(self, request: ir.Request, target: Target, stream: bool) -> dict:
-        """The upstream body for a canonical request (translation path)."""
+        """The upstream body for a canonical request (translation path). ``reasoning_effort``
+        (given, or derived from a thinking budget) is sent only to a model that reasons."""
         body = request_to_openai(request, target.model, stream=stream, supports_top_k=self.supports_top_k,
                                  budget_to_effort=self.budget_to_effort, max_tokens_field=self.max_tokens_field,
-                                 keep_thinking=self.keep_thinking)
+                                 keep_thinking=self.keep_thinking, reasoning=self.reasons(target.model))
         return self.prepare_body(body, self._wire_operation(request.operation))
 
     # --- HTTP ---
@@ -228,7 +257,7 @@ class OpenAIAdapter(ProviderAdapter):
             return
         translator = ChunkTranslator(model=target.model, provider=self.name)
         if wire_op == "completions":
-            translator = _TextCompletionTranslator(model=target.model, provider=self.name)
+            translator = TextCompletionTranslator(model=target.model, provider=self.name)
         reader = SSEChunkReader(translator)
         finished = False
         try:
@@ -342,13 +371,5 @@ def _is_usage_only(event: bytes) -> bool:
     return False
 
 
-class _TextCompletionTranslator(ChunkTranslator):
-    """Text-completion chunks (``choices[0].text``) read with the same state machine."""
-
-    def feed(self, chunk: dict) -> list[ir.Event]:
-        choices = chunk.get("choices")
-        if isinstance(choices, list):
-            chunk = dict(chunk)
-            chunk["choices"] = [{**c, "delta": {"content": c.get("text")}} if isinstance(c, dict) else c
-                                for c in choices]
-        return super().feed(chunk)
+# Kept for code that imported it from here.
+_TextCompletionTranslator = TextCompletionTranslator

@@ -18,7 +18,8 @@ from hookway.errors import GatewayError, invalid
 from hookway.sse import frame
 
 from . import fields, responses
-from .translate import STOP_TO_FINISH, new_message_id, parse_arguments, usage_from_openai, usage_to_openai
+from .stream import ChunkTranslator, SSEChunkReader, TextCompletionTranslator
+from .translate import FINISH_TO_STOP, STOP_TO_FINISH, new_message_id, parse_arguments, response_from_openai, usage_from_openai, usage_to_openai
 
 # GatewayError.kind -> OpenAI error type.
 ERROR_TYPES = {
@@ -45,6 +46,25 @@ CHAT_FIELDS = frozenset({
 COMPLETIONS_FIELDS = frozenset({"model", "prompt", "max_tokens", "temperature", "top_p", "top_k",
                                 "stop", "stream", "stream_options", "user"})
 EMBEDDINGS_FIELDS = frozenset({"model", "input", "user"})
+
+# Checked by ``peek`` when present (``null`` counts as absent).
+_INTEGER_FIELDS = ("max_tokens", "max_completion_tokens")
+_NUMBER_FIELDS = ("temperature", "top_p")
+# Operations this dialect routes but no adapter translates (an adapter that does not list them
+# answers 400 unsupported_operation): parsed to a bare request, the body kept in ``extra``.
+_OPAQUE_OPERATIONS = frozenset({"images", "speech", "transcription", "batch"})
+
+
+def _json_type(value: Any) -> str:
+    if value is True or value is False:
+        return "boolean"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "number" if isinstance(value, (int, float)) else type(value).__name__
 
 
 def _tool_use(call: Any, path: str) -> dict:
@@ -196,16 +216,34 @@ def _has_usage_object(data: bytes) -> bool:
     return b'"usage":{' in data or b'"usage": {' in data
 
 
+def _stop_of_finish(finish: Any) -> str | None:
+    if not isinstance(finish, str) or not finish:
+        return None
+    return FINISH_TO_STOP.get(finish, "end_turn")
+
+
+_stop_of_response = responses.stop_reason_of
+
+
 class StreamUsageTap:
-    """Reads usage from OpenAI SSE chunks as they pass. Cheap: only complete lines with a usage
-    object are parsed (with ``include_usage`` every chunk carries ``"usage":null``, skipped by
-    the substring test); the rest is a substring search per network read."""
+    """Reads usage and the stop reason from OpenAI SSE chunks as they pass. Cheap: only complete
+    lines with a usage object are parsed (with ``include_usage`` every chunk carries
+    ``"usage":null``, skipped by the substring test); the rest is a few bounded substring searches
+    per network read. ``finish_reason`` is read in place from its bytes (``"finish_reason":null``
+    on the other chunks does not match), mapped to Anthropic's values (stop -> end_turn, length
+    -> max_tokens, tool_calls -> tool_use, content_filter -> refusal). For a Responses stream it
+    comes from the ``response.completed`` event, parsed anyway for its usage."""
 
-    __slots__ = ("usage", "_partial")
+    __slots__ = ("usage", "stop_reason", "_partial", "_mark", "_finishes")
 
-    def __init__(self) -> None:
+    def __init__(self, finishes: bool = True) -> None:
         self.usage = ir.Usage()
+        self.stop_reason: str | None = None
         self._partial = b""
+        # The finish_reason pattern, compact or spaced JSON: decided on the first read that shows
+        # the key (every chunk carries it, null until the end), so later reads search once.
+        self._mark: bytes | None = None
+        self._finishes = finishes   # False for a Responses stream: no finish_reason there
 
     def feed(self, chunk: bytes) -> None:
         buf = self._partial + chunk if self._partial else chunk
@@ -215,6 +253,13 @@ class StreamUsageTap:
             return
         self._partial = buf[end + 1:] if end + 1 < len(buf) else b""
         # Bounded searches: no copy of the chunk unless it holds a usage object.
+        mark = self._mark
+        if mark is None and self._finishes:
+            mark = self._finish_mark(buf, end)
+        if mark is not None:
+            at = buf.find(mark, 0, end)
+            if at >= 0:   # once per answer
+                self._finish(buf, at + len(mark), end)
         if buf.find(b'"usage":{', 0, end) < 0 and buf.find(b'"usage": {', 0, end) < 0:
             return
         for line in buf[:end].split(b"\n"):
@@ -228,33 +273,72 @@ class StreamUsageTap:
                 continue
             usage = data.get("usage")
             if usage is None and isinstance(data.get("response"), dict):
-                usage = data["response"].get("usage")   # Responses API: response.completed
+                response = data["response"]   # Responses API: response.completed / incomplete
+                usage = response.get("usage")
+                stop = _stop_of_response(response)
+                if stop is not None:
+                    self.stop_reason = stop
             if isinstance(usage, dict):
                 self.usage = usage_from_openai(usage)
 
+    def _finish_mark(self, buf: bytes, end: int) -> bytes | None:
+        at = buf.find(b'"finish_reason":', 0, end)
+        if at >= 0:
+            self._mark = b'"finish_reason": "' if buf[at + 16:at + 17] == b" " else b'"finish_reason":"'
+        return self._mark
+
+    def _finish(self, buf: bytes, at: int, end: int) -> None:
+        close = buf.find(b'"', at, end)
+        if close > at:
+            self.stop_reason = FINISH_TO_STOP.get(buf[at:close].decode("ascii", "replace"), "end_turn")
+
 
 class BodyUsageTap:
-    """Reads usage from a whole JSON answer (parsed once, when ``usage`` is read)."""
+    """Reads usage and the stop reason from a whole JSON answer (parsed once, when read)."""
 
-    __slots__ = ("_parts", "_usage")
+    __slots__ = ("_parts", "_usage", "_stop")
 
     def __init__(self) -> None:
         self._parts: list[bytes] = []
         self._usage: ir.Usage | None = None
+        self._stop: str | None = None
 
     def feed(self, chunk: bytes) -> None:
         self._parts.append(chunk)
         self._usage = None
 
+    def _read(self) -> None:
+        try:
+            data = orjson.loads(b"".join(self._parts))
+        except orjson.JSONDecodeError:
+            data = None
+        self._stop = None
+        if not isinstance(data, dict):
+            self._usage = ir.Usage()
+            return
+        self._usage = usage_from_openai(data.get("usage"))
+        choices = data.get("choices")
+        if isinstance(choices, list):
+            choice = choices[0] if choices and isinstance(choices[0], dict) else {}
+            message = choice.get("message")
+            if isinstance(message, dict) and message.get("tool_calls"):
+                self._stop = "tool_use"   # whatever the upstream said (some say "stop")
+            else:
+                self._stop = _stop_of_finish(choice.get("finish_reason"))
+        elif data.get("object") == "response":
+            self._stop = _stop_of_response(data)
+
     @property
     def usage(self) -> ir.Usage:
         if self._usage is None:
-            try:
-                data = orjson.loads(b"".join(self._parts))
-            except orjson.JSONDecodeError:
-                data = None
-            self._usage = usage_from_openai(data.get("usage")) if isinstance(data, dict) else ir.Usage()
+            self._read()
         return self._usage
+
+    @property
+    def stop_reason(self) -> str | None:
+        if self._usage is None:
+            self._read()
+        return self._stop
 
 
 # --- stream renderers ------------------------------------------------------------------------
@@ -357,14 +441,40 @@ class OpenAIDialect(Dialect):
             return self._parse_embeddings(body, model)
         if operation == "completions":
             return self._parse_completions(body, model, stream)
+        if operation in _OPAQUE_OPERATIONS:
+            return ir.Request(model=model, messages=[], operation=operation, stream=stream,
+                              extra={k: v for k, v in body.items() if k != "model"})
         return self._parse_chat(body, model, stream)
 
     def peek(self, body: dict, operation: str) -> tuple[str, bool]:
-        model, stream = super().peek(body, operation)
-        stream_value = body.get("stream")
-        if stream_value is not None and not isinstance(stream_value, bool):
+        """``(model, stream)`` plus the cheap type checks the byte pass-through relies on (it runs
+        on every request, so a handful of ``get`` and type tests, no parsing): a body the upstream
+        would refuse for a wrong type is answered 400 here, naming the field, and never sent."""
+        model = body.get("model")
+        if type(model) is not str or not model:
+            raise invalid("`model` is required and must be a non-empty string", "model")
+        stream = body.get("stream")
+        if stream is not None and stream is not True and stream is not False:
             raise invalid("`stream` must be true or false", "stream")
-        return model, stream and operation != "embeddings"
+        if operation == "chat":
+            messages = body.get("messages")
+            if type(messages) is not list or not messages:
+                raise invalid("`messages` is required and must be a non-empty list of messages", "messages")
+        elif operation == "completions":
+            prompt = body.get("prompt")
+            if not isinstance(prompt, (str, list)):
+                raise invalid("`prompt` is required and must be a string or a list", "prompt")
+        elif operation == "embeddings":
+            return model, False
+        for name in _INTEGER_FIELDS:
+            value = body.get(name)
+            if value is not None and type(value) is not int:
+                raise invalid(f"`{name}` must be an integer, found {_json_type(value)}", name)
+        for name in _NUMBER_FIELDS:
+            value = body.get(name)
+            if value is not None and type(value) is not float and type(value) is not int:
+                raise invalid(f"`{name}` must be a number, found {_json_type(value)}", name)
+        return model, stream is True
 
     def _common(self, body: dict) -> dict:
         max_tokens = fields.integer(body, "max_completion_tokens")
@@ -453,4 +563,33 @@ class OpenAIDialect(Dialect):
     def usage_tap(self, operation: str, stream: bool) -> Any:
         if operation not in ("chat", "completions", "embeddings", "responses"):
             return None
-        return StreamUsageTap() if stream else BodyUsageTap()
+        return StreamUsageTap(finishes=operation != "responses") if stream else BodyUsageTap()
+
+    def response_from_bytes(self, raw: bytes, operation: str, stream: bool) -> ir.Response | None:
+        """A pass-through answer (chat/text completions or Responses API; SSE stream or JSON
+        body, told apart by the bytes, since a server may ignore ``stream: true``) as an
+        :class:`ir.Response`. A cut stream gives what arrived, with ``stop_reason`` None; None
+        when the bytes are no such answer (an error body, embeddings...). Off the hot path."""
+        if not raw or operation not in ("chat", "completions", "responses"):
+            return None
+        if raw[:64].lstrip()[:1] == b"{":
+            try:
+                data = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                return None
+            if operation == "responses":
+                return responses.response_from_object(data)
+            if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+                return None
+            return response_from_openai(data, operation)
+        if operation == "responses":
+            return responses.response_from_stream(raw)
+        translator = TextCompletionTranslator() if operation == "completions" else ChunkTranslator()
+        reader = SSEChunkReader(translator)
+        events = reader.feed(raw)
+        if not translator.started:
+            return None   # not one chunk read: not an OpenAI stream
+        collector = ir.ResponseCollector()
+        for ev in events + reader.finish():
+            collector.feed(ev)
+        return collector.response()

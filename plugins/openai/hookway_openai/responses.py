@@ -21,10 +21,10 @@ import orjson
 
 from hookway import ir
 from hookway.errors import GatewayError, invalid
-from hookway.sse import frame
+from hookway.sse import SSEParser, frame
 
 from . import fields
-from .translate import parse_arguments
+from .translate import parse_arguments, usage_from_openai
 
 # Request fields with a slot in ir.Request; the rest goes to ``extra``.
 KNOWN = frozenset({"model", "input", "instructions", "max_output_tokens", "temperature", "top_p",
@@ -334,3 +334,69 @@ class StreamRenderer:
                 "part": {"type": "summary_text", "text": value}})
         self.output.append(done)
         return out + self._event("response.output_item.done", {"output_index": index, "item": done})
+
+
+# --- reading an upstream's answer back (log sinks) -----------------------------------------------
+
+def stop_reason_of(response: Any) -> str | None:
+    """The canonical stop reason of a Response object (None when it is not finished)."""
+    if not isinstance(response, dict):
+        return None
+    status = response.get("status")
+    if status == "incomplete":
+        details = response.get("incomplete_details")
+        reason = details.get("reason") if isinstance(details, dict) else None
+        return "refusal" if reason == "content_filter" else "max_tokens"
+    if status not in ("completed", None):
+        return None
+    output = response.get("output")
+    if isinstance(output, list) and any(isinstance(i, dict) and i.get("type") == "function_call" for i in output):
+        return "tool_use"
+    return "end_turn"
+
+
+def _texts(parts: Any, kinds: tuple[str, ...]) -> str:
+    if not isinstance(parts, list):
+        return ""
+    return "".join(p.get("text") or p.get("refusal") or "" for p in parts
+                   if isinstance(p, dict) and p.get("type") in kinds)
+
+
+def response_from_object(data: Any) -> ir.Response | None:
+    """A Responses API ``response`` object as an :class:`ir.Response`; None when it is not one."""
+    if not isinstance(data, dict) or not isinstance(data.get("output"), list):
+        return None
+    content: list[dict] = []
+    for item in data["output"]:
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type")
+        if kind == "message":
+            text = _texts(item.get("content"), ("output_text", "refusal"))
+            if text:
+                content.append({"type": "text", "text": text})
+        elif kind == "function_call":
+            content.append({"type": "tool_use", "id": item.get("call_id") or item.get("id") or _id("call_"),
+                            "name": item.get("name") or "", "input": parse_arguments(item.get("arguments"))})
+        elif kind == "reasoning":
+            text = _texts(item.get("summary"), ("summary_text",)) or _texts(item.get("content"), ("reasoning_text",))
+            if text:
+                content.append({"type": "thinking", "thinking": text, "signature": ""})
+    return ir.Response(id=data.get("id") or _id("resp_"), model=data.get("model") or "", content=content,
+                       stop_reason=stop_reason_of(data), usage=usage_from_openai(data.get("usage")))
+
+
+def response_from_stream(raw: bytes) -> ir.Response | None:
+    """A Responses API event stream as an :class:`ir.Response`, from its final
+    ``response.completed`` / ``response.incomplete`` event; None without one."""
+    final = None
+    for _event, payload in SSEParser().feed(raw):
+        if '"response.completed"' not in payload and '"response.incomplete"' not in payload:
+            continue
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(data, dict) and data.get("type") in ("response.completed", "response.incomplete"):
+            final = data.get("response")
+    return response_from_object(final)

@@ -280,6 +280,18 @@ class ChunkTranslator:
         return GatewayError("bad_gateway", f"{self.provider}: {message}", status=502, provider=self.provider)
 
 
+class TextCompletionTranslator(ChunkTranslator):
+    """Text-completion chunks (``choices[0].text``) read with the same state machine."""
+
+    def feed(self, chunk: dict) -> list[ir.Event]:
+        choices = chunk.get("choices")
+        if isinstance(choices, list):
+            chunk = dict(chunk)
+            chunk["choices"] = [{**c, "delta": {"content": c.get("text")}} if isinstance(c, dict) else c
+                                for c in choices]
+        return super().feed(chunk)
+
+
 class SSEChunkReader:
     """Raw upstream SSE bytes -> canonical events: byte-exact SSE parsing (a UTF-8 character
     split across network reads is never mangled) feeding a :class:`ChunkTranslator`."""

@@ -246,14 +246,16 @@ def tool_choice_to_openai(choice: Any) -> Any:
 def request_to_openai(req: ir.Request, model: str, *, stream: bool | None = None,
                       supports_top_k: bool = False, budget_to_effort: bool = False,
                       max_tokens_field: str = "max_completion_tokens",
-                      keep_thinking: bool = False) -> dict:
+                      keep_thinking: bool = False, reasoning: bool = True) -> dict:
     """The OpenAI request body for ``req`` sent to ``model``.
 
     ``supports_top_k``: the target takes ``top_k`` (OpenAI does not). ``budget_to_effort``: the
     target takes ``reasoning_effort``, so a thinking budget without an explicit effort becomes
     one. ``max_tokens_field``: ``max_completion_tokens`` (OpenAI's current name; reasoning models
     refuse ``max_tokens``) or ``max_tokens`` for older servers. ``keep_thinking``: send earlier
-    thinking back as ``reasoning_content`` (off for OpenAI, which has no such input)."""
+    thinking back as ``reasoning_content`` (off for OpenAI, which has no such input).
+    ``reasoning``: the target model takes ``reasoning_effort``; when False no effort is sent
+    (a non-reasoning model may refuse the field)."""
     stream = req.stream if stream is None else stream
     op = req.operation
     if op == "embeddings":
@@ -290,11 +292,12 @@ def request_to_openai(req: ir.Request, model: str, *, stream: bool | None = None
             # OpenAI rejects parallel_tool_calls without tools, so only with them.
             if req.parallel_tool_calls is not None:
                 body["parallel_tool_calls"] = req.parallel_tool_calls
-        effort = req.reasoning_effort
-        if effort is None and budget_to_effort:
-            effort = effort_for_budget(req.reasoning_budget)
-        if effort:
-            body["reasoning_effort"] = effort
+        if reasoning:
+            effort = req.reasoning_effort
+            if effort is None and budget_to_effort:
+                effort = effort_for_budget(req.reasoning_budget)
+            if effort:
+                body["reasoning_effort"] = effort
 
     if req.temperature is not None:
         body["temperature"] = req.temperature

@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from hookway import hookimpl
+from hookway import hookimpl, ir
 from hookway.testing import RecordingSink, Reply
 from hookway_openai import OpenAIAdapter
 
@@ -476,3 +476,114 @@ def test_no_own_retries_when_a_plugin_does_them(fake_upstream, start_gateway):
     with pytest.raises(openai.APIStatusError) as exc:
         c.chat.completions.create(model="up/m", messages=USER)
     assert exc.value.status_code == 503 and len(fake_upstream.requests) == 1
+
+
+# --- pass-through: cheap type checks before anything is sent ---------------------------------------
+
+@pytest.mark.parametrize("path,body,field", [
+    ("chat/completions", {"model": "up/m"}, "messages"),
+    ("chat/completions", {"model": "up/m", "messages": "hi"}, "messages"),
+    ("chat/completions", {"model": "up/m", "messages": {"role": "user", "content": "hi"}}, "messages"),
+    ("chat/completions", {"model": "up/m", "messages": USER, "max_tokens": "5"}, "max_tokens"),
+    ("chat/completions", {"model": "up/m", "messages": USER, "max_tokens": True}, "max_tokens"),
+    ("chat/completions", {"model": "up/m", "messages": USER, "max_completion_tokens": 1.5}, "max_completion_tokens"),
+    ("chat/completions", {"model": "up/m", "messages": USER, "temperature": "hot"}, "temperature"),
+    ("chat/completions", {"model": "up/m", "messages": USER, "top_p": False}, "top_p"),
+    ("chat/completions", {"model": "up/m", "messages": USER, "stream": "yes"}, "stream"),
+    ("chat/completions", {"model": "up/m", "messages": USER, "stream": 1}, "stream"),
+    ("completions", {"model": "up/m"}, "prompt"),
+    ("completions", {"model": "up/m", "prompt": 5}, "prompt"),
+    ("completions", {"model": "up/m", "prompt": "x", "max_tokens": "3"}, "max_tokens"),
+    ("completions", {"model": "up/m", "prompt": "x", "temperature": [1]}, "temperature"),
+])
+def test_passthrough_bad_field_types_are_400_and_never_sent(fake_upstream, start_gateway, path, body, field):
+    gw = start_gateway(config(fake_upstream))
+    r = httpx.post(f"{gw.url}/v1/{path}", json=body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["type"] == "invalid_request_error" and err["param"] == field and f"`{field}`" in err["message"]
+    assert fake_upstream.requests == []
+
+
+def test_passthrough_type_checks_accept_valid_and_null_values(fake_upstream, start_gateway):
+    gw = start_gateway(config(fake_upstream))
+    r = httpx.post(gw.url + "/v1/chat/completions", json={
+        "model": "up/m", "messages": USER, "max_tokens": 5, "max_completion_tokens": None, "temperature": 0,
+        "top_p": 0.5, "stream": False})
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "hello"
+    r = httpx.post(gw.url + "/v1/completions", json={"model": "up/m", "prompt": ["a", "b"], "temperature": 1.0})
+    assert r.status_code == 200
+    assert len(fake_upstream.requests) == 2
+
+
+# --- reasoning effort only to models that reason ---------------------------------------------------
+
+@pytest.mark.parametrize("model,kept", [("gpt-4o", False), ("llama-3.3-70b", False), ("o3-mini", True),
+                                        ("gpt-5.1", True), ("gpt-oss-120b", True), ("openai/o4-mini", True)])
+def test_reasoning_effort_translated_only_for_reasoning_models(fake_upstream, start_gateway, model, kept):
+    gw = start_gateway(config(fake_upstream, translated=True), {"force_translate": ForceTranslate})
+    c = openai.OpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+    c.chat.completions.create(model=f"up/{model}", messages=USER, reasoning_effort="high")
+    sent = fake_upstream.last.json
+    assert sent.get("reasoning_effort") == ("high" if kept else None)
+
+
+def test_reasoning_effort_of_the_client_is_kept_on_the_passthrough(client, fake_upstream, mode):
+    client.chat.completions.create(model="up/gpt-4o", messages=USER, reasoning_effort="low")
+    # Pass-through: the client's own choice. Translated: gpt-4o does not reason, so dropped.
+    assert fake_upstream.last.json.get("reasoning_effort") == ("low" if mode == "passthrough" else None)
+
+
+def test_reasoning_models_setting_overrides_the_defaults(fake_upstream, start_gateway):
+    cfg = config(fake_upstream, translated=True)
+    cfg["providers"]["up"]["settings"] = {"reasoning_models": ["my-thinker*"]}
+    gw = start_gateway(cfg, {"force_translate": ForceTranslate})
+    c = openai.OpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+    c.chat.completions.create(model="up/my-thinker-2", messages=USER, reasoning_effort="medium")
+    assert fake_upstream.last.json["reasoning_effort"] == "medium"
+    c.chat.completions.create(model="up/o3", messages=USER, reasoning_effort="medium")
+    assert "reasoning_effort" not in fake_upstream.last.json
+
+
+# --- what a log sink gets from a pass-through answer ----------------------------------------------
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("reply,stop", [(Reply(text="cut short", finish_reason="length"), "max_tokens"),
+                                        (Reply(tool_calls=[{"id": "c1", "name": "f", "arguments": "{}"}]), "tool_use"),
+                                        (Reply(text="done"), "end_turn")])
+def test_stop_reason_is_logged(fake_upstream, start_gateway, mode, stream, reply, stop):
+    cfg = config(fake_upstream, mode == "translated")
+    cfg["plugins"]["sink"] = {}
+    gw = start_gateway(cfg, {"force_translate": ForceTranslate, "sink": RecordingSink})
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+    fake_upstream.enqueue(reply)
+    result = client.chat.completions.create(model="up/gpt-x", messages=USER, stream=stream)
+    if stream:
+        list(result)
+    gw.stop()   # a graceful stop flushes the log queue
+    (record,) = RecordingSink.records
+    assert (record.passthrough, record.stop_reason) == (mode == "passthrough", stop)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_passthrough_response_body_reads_back_as_a_response(fake_upstream, start_gateway, stream):
+    cfg = config(fake_upstream)
+    cfg["plugins"]["sink"] = {}
+    gw = start_gateway(cfg, {"sink": RecordingSink})
+    gw.gateway.log_content = True   # as a sink that stores content would set it
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+    fake_upstream.enqueue(Reply(text="Hi ✓", reasoning="think", chunk_size=2, usage=(7, 3, 0),
+                                tool_calls=[{"id": "call_a", "name": "f", "arguments": '{"x": 1}'}]))
+    result = client.chat.completions.create(model="up/gpt-x", messages=USER, stream=stream,
+                                            stream_options={"include_usage": True} if stream else None)
+    if stream:
+        list(result)
+    gw.stop()
+    (record,) = RecordingSink.records
+    assert record.passthrough and record.response_body
+    from hookway_openai.dialect import OpenAIDialect
+    got = OpenAIDialect().response_from_bytes(record.response_body, "chat", stream)
+    assert got.content == [{"type": "thinking", "thinking": "think", "signature": ""},
+                           {"type": "text", "text": "Hi ✓"},
+                           {"type": "tool_use", "id": "call_a", "name": "f", "input": {"x": 1}}]
+    assert got.stop_reason == "tool_use" and got.usage == ir.Usage(input_tokens=7, output_tokens=3)

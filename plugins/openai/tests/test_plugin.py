@@ -31,7 +31,10 @@ def test_routes_registered():
     OpenAIPlugin().hookway_register_routes(router=app.router, gateway=object())
     routes = {(r.method, r.resource.canonical) for r in app.router.routes()}
     for prefix in ("", "/openai"):
-        for path in ("chat/completions", "completions", "embeddings", "responses"):
+        for path in ("chat/completions", "completions", "embeddings", "responses",
+                     # routed so that a provider without them answers 400 unsupported_operation
+                     "images/generations", "images/edits", "images/variations", "audio/speech",
+                     "audio/transcriptions", "audio/translations", "batches"):
             assert ("POST", f"{prefix}/v1/{path}") in routes
         assert ("GET", f"{prefix}/v1/models") in routes
         assert ("GET", f"{prefix}/v1/models/{{model}}") in routes

@@ -124,6 +124,32 @@ def test_point8_reasoning_effort_and_budget_mapping():
     assert request_to_openai(req(reasoning_budget=10000), "m", budget_to_effort=True)["reasoning_effort"] == "medium"
 
 
+def test_point8_no_reasoning_effort_for_a_target_that_does_not_reason():
+    for kw in ({"reasoning_effort": "high"}, {"reasoning_budget": 30000}):
+        body = request_to_openai(req(**kw), "gpt-4o", budget_to_effort=True, reasoning=False)
+        assert "reasoning_effort" not in body
+
+
+def test_openai_adapter_reasoning_models():
+    from hookway.config import ConfigError
+    from hookway.providers import ProviderConfig, Target
+    from hookway_openai import OpenAIAdapter
+
+    adapter = OpenAIAdapter(ProviderConfig(name="openai", type="openai"))
+    assert adapter.reasoning_models == ("o1*", "o3*", "o4*", "gpt-5*", "gpt-oss*")
+    for model in ("o1", "o3-mini", "o4-mini-2025-04-16", "gpt-5", "gpt-5-mini", "gpt-oss-20b", "openai/gpt-5", "O3"):
+        assert adapter.reasons(model), model
+    for model in ("gpt-4o", "gpt-4.1-mini", "llama-3.3-70b", "meta/llama-3"):
+        assert not adapter.reasons(model), model
+    thinking = req(reasoning_effort="high")   # e.g. Claude Code's `thinking: {type: adaptive}`
+    assert "reasoning_effort" not in adapter.build_body(thinking, Target("openai", "gpt-4o"), stream=False)
+    assert adapter.build_body(thinking, Target("openai", "o3"), stream=False)["reasoning_effort"] == "high"
+    custom = OpenAIAdapter(ProviderConfig(name="local", type="openai", settings={"reasoning_models": "qwq*"}))
+    assert custom.reasons("qwq-32b") and not custom.reasons("o3")
+    with pytest.raises(ConfigError):
+        OpenAIAdapter(ProviderConfig(name="bad", type="openai", settings={"reasoning_models": [1]}))
+
+
 @pytest.mark.parametrize("budget,effort", [(None, None), (0, None), (1024, "low"), (4096, "low"),
                                            (10000, "medium"), (31999, "high")])
 def test_effort_for_budget(budget, effort):
