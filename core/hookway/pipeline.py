@@ -371,13 +371,14 @@ class Pipeline:
 
     async def _passthrough(self, ctx: RequestContext, adapter, target: Target) -> web.StreamResponse:
         ctx.passthrough = True
-        body = ctx.body
-        if body.get("model") != target.model or "fallbacks" in body:
-            body = dict(body)
-            body["model"] = target.model
-            body.pop("fallbacks", None)
+        body = dict(ctx.body)   # the adapter's own copy: it may apply quirks in place
+        body["model"] = target.model
+        body.pop("fallbacks", None)
         ctx.upstream_started = time.perf_counter()
-        upstream = await self._first_byte(adapter.forward(body, ctx.operation, target, ctx), adapter, target)
+        if adapter.config.network.first_byte_timeout_in_seconds:
+            upstream = await self._first_byte(adapter.forward(body, ctx.operation, target, ctx), adapter, target)
+        else:
+            upstream = await adapter.forward(body, ctx.operation, target, ctx)
         tap = ctx.dialect.usage_tap(ctx.operation, ctx.stream)
         try:
             content_type = upstream.headers.get("Content-Type", "application/json")

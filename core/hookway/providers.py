@@ -185,8 +185,8 @@ class ProviderAdapter:
         raise self.unsupported(request.operation)
 
     async def forward(self, body: dict, operation: str, target: Target, ctx: Any) -> UpstreamStream:
-        """Byte pass-through for a same-dialect client: send ``body`` (model already rewritten) and
-        return the upstream answer unread. Raise :class:`GatewayError` for a refused request
+        """Byte pass-through for a same-dialect client: send ``body`` (model already rewritten; a
+        copy the adapter may change in place) and return the upstream answer unread. Raise :class:`GatewayError` for a refused request
         (status >= 400) so fallbacks can act."""
         raise self.unsupported(operation)
 

@@ -88,6 +88,7 @@ class OpenAIAdapter(ProviderAdapter):
             self.reasoning_models = tuple(patterns)
         self._reasoning_patterns = tuple(p.lower() for p in self.reasoning_models)
         self._reasons: dict[str, bool] = {}
+        self._headers_of: dict[str | None, dict] = {}   # upstream headers per key name
         self._models: tuple[float, list[str]] | None = None
         self._models_lock: asyncio.Lock | None = None
 
@@ -145,7 +146,9 @@ class OpenAIAdapter(ProviderAdapter):
             ctx.state["provider_key"] = key
         url = self.base_url + PATHS[operation]
         data = orjson.dumps(body)
-        headers = self.headers(key)
+        headers = self._headers_of.get(key.name if key is not None else None)
+        if headers is None:   # built once per key: the same for every request
+            headers = self._headers_of[key.name if key is not None else None] = self.headers(key)
         net = self.config.network
         max_retries = 0 if getattr(self.gateway, "retries_by_plugin", False) else net.max_retries
         attempt = 0
@@ -208,7 +211,7 @@ class OpenAIAdapter(ProviderAdapter):
     async def forward(self, body: dict, operation: str, target: Target, ctx: Any) -> UpstreamStream:
         if operation not in self.passthrough:
             raise self.unsupported(operation)
-        body = self.prepare_body(dict(body), operation)
+        body = self.prepare_body(body, operation)   # the core hands over a fresh copy
         injected = False
         if body.get("stream") is True and operation in ("chat", "completions"):
             # Usage is needed for logs, budgets and limits even when the client did not ask for it:
