@@ -212,10 +212,6 @@ def _include_usage(body: dict, stream: bool) -> bool:
 
 # --- usage taps for the byte pass-through ----------------------------------------------------
 
-def _has_usage_object(data: bytes) -> bool:
-    return b'"usage":{' in data or b'"usage": {' in data
-
-
 def _stop_of_finish(finish: Any) -> str | None:
     if not isinstance(finish, str) or not finish:
         return None
@@ -260,26 +256,34 @@ class StreamUsageTap:
             at = buf.find(mark, 0, end)
             if at >= 0:   # once per answer
                 self._finish(buf, at + len(mark), end)
-        if buf.find(b'"usage":{', 0, end) < 0 and buf.find(b'"usage": {', 0, end) < 0:
+        # Only the lines holding a usage object are cut out and parsed (usually one per answer).
+        for pattern in (b'"usage":{', b'"usage": {'):
+            at = buf.find(pattern, 0, end)
+            while at >= 0:
+                start = buf.rfind(b"\n", 0, at) + 1
+                stop = buf.find(b"\n", at, end)
+                stop = end if stop < 0 else stop
+                self._read_line(buf[start:stop])
+                at = buf.find(pattern, stop, end)
+
+    def _read_line(self, line: bytes) -> None:
+        if not line.startswith(b"data:"):
             return
-        for line in buf[:end].split(b"\n"):
-            if not line.startswith(b"data:") or not _has_usage_object(line):
-                continue
-            try:
-                data = orjson.loads(line[5:])
-            except orjson.JSONDecodeError:
-                continue
-            if not isinstance(data, dict):
-                continue
-            usage = data.get("usage")
-            if usage is None and isinstance(data.get("response"), dict):
-                response = data["response"]   # Responses API: response.completed / incomplete
-                usage = response.get("usage")
-                stop = _stop_of_response(response)
-                if stop is not None:
-                    self.stop_reason = stop
-            if isinstance(usage, dict):
-                self.usage = usage_from_openai(usage)
+        try:
+            data = orjson.loads(line[5:])
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(data, dict):
+            return
+        usage = data.get("usage")
+        if usage is None and isinstance(data.get("response"), dict):
+            response = data["response"]   # Responses API: response.completed / incomplete
+            usage = response.get("usage")
+            stop = _stop_of_response(response)
+            if stop is not None:
+                self.stop_reason = stop
+        if isinstance(usage, dict):
+            self.usage = usage_from_openai(usage)
 
     def _finish_mark(self, buf: bytes, end: int) -> bytes | None:
         at = buf.find(b'"finish_reason":', 0, end)
