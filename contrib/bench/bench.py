@@ -107,12 +107,13 @@ SCENARIOS = {
         {"model": MODEL, "messages": _MESSAGES, "max_tokens": 64, "stream": True,
          "stream_options": {"include_usage": True}},
         check_openai_sse, check_openai_sse, ("openai",)),
-    # The client speaks Anthropic Messages; hookway translates to the OpenAI upstream and back.
-    # The floor forwards the same bytes untranslated, so the ratio includes translation cost.
+    # The client speaks Anthropic Messages (as Claude Code does); hookway translates to a provider
+    # of type cerebras (the mock stands in for Cerebras) and back. The floor forwards the same bytes
+    # untranslated, so the ratio includes translation cost.
     "anthropic-stream": Scenario(
         "/anthropic/v1/messages",
-        {"model": MODEL, "messages": _MESSAGES, "max_tokens": 64, "stream": True},
-        check_openai_sse, check_anthropic_sse, ("openai", "anthropic")),
+        {"model": "cerebras/gpt-bench", "messages": _MESSAGES, "max_tokens": 64, "stream": True},
+        check_openai_sse, check_anthropic_sse, ("openai", "cerebras", "anthropic")),
 }
 
 
@@ -250,6 +251,9 @@ def hookway_config(path: Path, upstream: str, plugins: set[str], log_level: str)
                                "keys": [{"name": "k", "value": "sk-test", "models": ["*"]}],
                                "network_config": {"base_url": upstream}}},
     }
+    if "cerebras" in plugins:   # the same mock, behind the Cerebras adapter (its quirks included)
+        config["providers"]["cerebras"] = {"type": "cerebras", "keys": [{"name": "c", "value": "sk-test"}],
+                                           "network_config": {"base_url": upstream}}
     path.write_text(json.dumps(config, indent=2))
 
 
