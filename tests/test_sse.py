@@ -31,3 +31,14 @@ def test_crlf_and_multiline_data():
 def test_frame():
     assert frame(b'{"x":1}') == b'data: {"x":1}\n\n'
     assert frame(b"{}", "ping") == b"event: ping\ndata: {}\n\n"
+
+
+def test_feed_raw_matches_feed_wherever_the_stream_is_cut():
+    raw = ("event: message_start\ndata: {\"a\": \"héllo ✓\"}\n\n: comment\n\ndata: {\"b\":1}\r\n\r\n"
+           "data: line1\ndata: line2\n\ndata: [DONE]\n\n").encode()
+    expected = [("message_start", '{"a": "héllo ✓"}'), (None, '{"b":1}'), (None, "line1\nline2"), (None, "[DONE]")]
+    for cut in range(1, len(raw)):
+        parser = SSEParser()
+        got = parser.feed_raw(raw[:cut]) + parser.feed_raw(raw[cut:])
+        assert [(e, d.decode()) for e, d in got] == expected, cut
+        assert parser.pending == b""

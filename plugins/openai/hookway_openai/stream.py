@@ -304,13 +304,13 @@ class SSEChunkReader:
     def feed(self, data: bytes) -> list[ir.Event]:
         out: list[ir.Event] = []
         translator = self.translator
-        for _event, payload in self.parser.feed(data):
+        for _event, payload in self.parser.feed_raw(data):
             if self.saw_done or translator.ended:
                 break
             payload = payload.strip()
             if not payload:
                 continue
-            if payload == "[DONE]":
+            if payload == b"[DONE]":
                 self.saw_done = True
                 break
             try:
