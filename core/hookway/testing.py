@@ -10,6 +10,9 @@ Fixtures:
   in a background thread and returns a :class:`RunningGateway` with ``.url``. ``server.data_dir``
   defaults to the test's temporary directory, so embedded stores never touch ``./data``.
 * ``fake_upstreams`` — a factory of further :class:`FakeOpenAI` servers (fallback tests).
+* ``start_test_gateway`` — ``start_gateway`` with :class:`RecordingSink` and :class:`HeaderIdentity`
+  enabled (as ``sink`` and ``headerauth``), on one data directory for the whole test, so a test
+  can stop a gateway and start another on the same stores.
 
 Test plugins to enable with ``extra_plugins``: :class:`RecordingSink` (keeps every log record) and
 :class:`HeaderIdentity` (an identity from ``x-test-*`` headers, instead of a real auth plugin).
@@ -43,7 +46,7 @@ from .hookspecs import hookimpl
 from .pipeline import Identity
 
 __all__ = ["Reply", "FakeOpenAI", "RunningGateway", "ThreadedApp", "RecordingSink", "HeaderIdentity",
-           "provider_block", "fake_upstream", "fake_upstreams", "start_gateway"]
+           "provider_block", "fake_upstream", "fake_upstreams", "start_gateway", "start_test_gateway"]
 
 
 class ThreadedApp:
@@ -438,3 +441,13 @@ def start_gateway(tmp_path_factory):
     yield start
     for gw in started:
         gw.stop()
+
+
+@pytest.fixture
+def start_test_gateway(start_gateway, tmp_path):
+    def start(config: dict) -> RunningGateway:
+        server = {"data_dir": str(tmp_path / "data"), **(config.get("server") or {})}
+        plugins = {**(config.get("plugins") or {}), "sink": {}, "headerauth": {}}
+        return start_gateway({**config, "server": server, "plugins": plugins},
+                             {"sink": RecordingSink, "headerauth": HeaderIdentity})
+    return start
