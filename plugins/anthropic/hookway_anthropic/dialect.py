@@ -390,7 +390,7 @@ class StreamRenderer:
     after an ``error`` event, so a failed stream never ends like a successful one."""
 
     __slots__ = ("model", "dialect", "started", "ended", "sent_delta", "next_index", "open_wire",
-                 "open_source", "open_kind", "saw_tool_use", "usage")
+                 "open_source", "open_kind", "saw_tool_use", "usage", "prefixes")
 
     def __init__(self, model: str, dialect: AnthropicDialect):
         self.model = model
@@ -404,6 +404,7 @@ class StreamRenderer:
         self.open_kind: str | None = None
         self.saw_tool_use = False
         self.usage = ir.Usage()
+        self.prefixes: dict[str, bytes] = {}   # delta kind -> event bytes up to the value (open block)
 
     def render(self, ev: ir.Event) -> bytes:
         if self.ended:
@@ -458,6 +459,7 @@ class StreamRenderer:
         else:
             block = _START_BLOCK.get(ev.kind) or _START_BLOCK["text"]
         self.open_wire, self.open_source, self.open_kind = index, ev.index, ev.kind
+        self.prefixes = {}
         return out + _event("content_block_start", {"type": "content_block_start", "index": index,
                                                     "content_block": block})
 
@@ -476,9 +478,16 @@ class StreamRenderer:
             if ev.kind not in ("text", "thinking"):
                 return b""
             out = self._start() + self._open(ir.BlockStart(ev.index, ev.kind))
-        delta_type, field = _DELTA_FIELDS[ev.kind]
-        return out + _event("content_block_delta", {"type": "content_block_delta", "index": self.open_wire,
-                                                    "delta": {"type": delta_type, field: ev.value}})
+        # The hot path (one event per token): the bytes before the value are the same for every
+        # delta of the open block, so they are built once; orjson writes exactly these bytes.
+        prefix = self.prefixes.get(ev.kind)
+        if prefix is None:
+            delta_type, field = _DELTA_FIELDS[ev.kind]
+            prefix = self.prefixes[ev.kind] = (
+                b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+                + str(self.open_wire).encode() + b',"delta":{"type":"' + delta_type.encode()
+                + b'","' + field.encode() + b'":')
+        return out + prefix + orjson.dumps(ev.value) + b"}}\n\n"
 
     def _message_delta(self, ev: ir.MessageDelta) -> bytes:
         if self.sent_delta:

@@ -454,3 +454,23 @@ def test_response_from_a_garbled_stream_keeps_what_it_can_read():
            b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"ok"}}\n\n')
     resp = D.response_from_bytes(raw, "chat", True)
     assert (resp.id, resp.content, resp.stop_reason) == ("m", [{"type": "text", "text": "ok"}], None)
+
+
+def test_delta_fast_path_writes_the_same_bytes_as_the_event_json():
+    import orjson as _orjson
+    from hookway import ir as _ir
+    from hookway.sse import frame as _frame
+    from hookway_anthropic.dialect import AnthropicDialect as _Dialect
+    render = _Dialect().stream_renderer(None, "chat", "m")
+    render(_ir.MessageStart("x", "m"))
+    cases = [(_ir.BlockStart(0, "thinking"), [("thinking", "thinking_delta", "thinking", 'a "q" é\n'),
+                                             ("signature", "signature_delta", "signature", "c2ln")]),
+             (_ir.BlockStart(1, "text"), [("text", "text_delta", "text", "héllo ✓")]),
+             (_ir.BlockStart(2, "tool_use", "toolu_1", "Bash"), [("json", "input_json_delta", "partial_json", '{"a":')])]
+    for wire, (start, deltas) in enumerate(cases):
+        render(start)
+        for kind, delta_type, field, value in deltas:
+            got = render(_ir.BlockDelta(start.index, kind, value))
+            want = _frame(_orjson.dumps({"type": "content_block_delta", "index": wire,
+                                         "delta": {"type": delta_type, field: value}}), "content_block_delta")
+            assert got == want
