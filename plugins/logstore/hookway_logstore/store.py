@@ -219,12 +219,19 @@ def _decode(row: dict, content: bool) -> dict:
     return row
 
 
+def _rank(n: int, p: float) -> int:
+    """The 0-based index of the nearest-rank ``p`` percentile among ``n`` ascending values."""
+    return max(0, min(n - 1, int(-(-p * n // 100)) - 1))
+
+
 def percentile(sorted_values: list[float], p: float) -> float | None:
     """Nearest-rank percentile of an ascending list."""
     if not sorted_values:
         return None
-    k = max(0, min(len(sorted_values) - 1, int(-(-p * len(sorted_values) // 100)) - 1))
-    return sorted_values[k]
+    return sorted_values[_rank(len(sorted_values), p)]
+
+
+_ERR = "CASE WHEN status >= 400 OR error IS NOT NULL THEN 1 ELSE 0 END"
 
 
 # --- the store -------------------------------------------------------------------------------------
@@ -393,61 +400,115 @@ class LogStore:
         return await self._read(self._stats, flt, buckets)
 
     def _stats(self, flt: LogFilter, buckets: int) -> dict:
-        conn = self._rconn()
+        """One SQL statement (``_STATS_SQL``), one pass over the matching rows of the (wide) ``logs``
+        table, plus, when the filter leaves the time range open, a look at its bounds.
+
+        The matching rows are copied once, narrow, into ``f``; everything else is aggregated by
+        SQLite from there: totals, a GROUP BY over (bucket, provider, model, key, team, status)
+        that the time series and every breakdown are rolled up from, and the percentiles, picked
+        by rank (``ROW_NUMBER``) so that only the rows at those ranks come back. The answer has a
+        few rows per bucket and per breakdown value, however many records the range holds."""
         where, params = flt.where()
-        agg = conn.execute(
-            "SELECT COUNT(*), SUM(CASE WHEN status >= 400 OR error IS NOT NULL THEN 1 ELSE 0 END), "
-            "TOTAL(input_tokens), TOTAL(output_tokens), TOTAL(cached_tokens), TOTAL(cost), "
-            "SUM(cache_hit), SUM(CASE WHEN fallback_index > 0 THEN 1 ELSE 0 END), AVG(latency_ms), "
-            f"MAX(latency_ms), AVG(ttft_ms), MIN(time), MAX(time) FROM logs{where}", params).fetchone()
-        count = agg[0] or 0
-        points = conn.execute(
-            "SELECT time, latency_ms, ttft_ms, CASE WHEN status >= 400 OR error IS NOT NULL THEN 1 ELSE 0 END "
-            f"FROM logs{where}", params).fetchall()
-        latencies = sorted(p[1] for p in points if p[1] is not None)
-        ttfts = sorted(p[2] for p in points if p[2] is not None)
+        nb = max(buckets, 1)
+        conn = self._rconn()
+        and_ = " AND " if where else " WHERE "
         now = time.time()
-        since = flt.since if flt.since is not None else (agg[11] if agg[11] is not None else now - 3600)
-        until = flt.until if flt.until is not None else max(now, agg[12] or now)
-        width = max((until - since) / max(buckets, 1), 1e-3)
-        series_lat: list[list[float]] = [[] for _ in range(buckets)]
-        series_err = [0] * buckets
-        counts = [0] * buckets
-        for t, lat, _ttft, err in points:
-            b = min(buckets - 1, max(0, int((t - since) / width)))
-            counts[b] += 1
-            series_err[b] += err
-            if lat is not None:
-                series_lat[b].append(lat)
-        series = []
-        for i in range(buckets):
-            lat = sorted(series_lat[i])
-            series.append({"t": since + i * width, "count": counts[i], "errors": series_err[i],
-                           "latency_p50": percentile(lat, 50), "latency_p90": percentile(lat, 90),
-                           "latency_avg": (sum(lat) / len(lat)) if lat else None})
-
-        def group(column: str) -> list[dict]:
-            out = []
-            for r in conn.execute(
-                    f"SELECT {column}, COUNT(*), SUM(CASE WHEN status >= 400 OR error IS NOT NULL THEN 1 ELSE 0 END), "
-                    f"TOTAL(input_tokens + output_tokens), TOTAL(cost), AVG(latency_ms) FROM logs{where} "
-                    f"GROUP BY {column} ORDER BY COUNT(*) DESC LIMIT 100", params):
-                out.append({"value": r[0], "count": r[1], "errors": r[2], "tokens": int(r[3]), "cost": r[4],
-                            "latency_avg": r[5]})
-            return out
-
+        since, until = flt.since, flt.until
+        if since is None:   # the oldest matching row
+            since = conn.execute(f"SELECT MIN(time) FROM logs{where}", params).fetchone()[0]
+            since = since if since is not None else now - 3600
+        if until is None:   # now, or the newest matching row if it is in the future (a cheap look)
+            latest = conn.execute(f"SELECT MAX(time) FROM logs{where}{and_}time > ?", params + [now]).fetchone()[0]
+            until = max(now, latest or now)
+        width = max((until - since) / nb, 1e-3)
+        rows = conn.execute(_STATS_SQL.replace("{where}", where), [nb - 1, since, width] + params).fetchall()
+        agg = next(r[2:13] for r in rows if r[0] == "agg")
+        (count, errors, input_tokens, output_tokens, cached_tokens, cost, cache_hits, fallbacks,
+         latency_avg, latency_max, ttft_avg) = agg
+        count = count or 0
+        errors = errors or 0
+        series = [{"t": since + i * width, "count": 0, "errors": 0, "latency_p50": None, "latency_p90": None,
+                   "latency_avg": None} for i in range(buckets)]
+        latency = {"p50": None, "p90": None, "p99": None}
+        ttft = {"p50": None, "p90": None, "p99": None}
+        groups: dict[str, list[dict]] = {name: [] for name in _GROUPS}
+        for kind, key, a, b, c, d, e, *_ in rows:
+            if kind == "bucket":
+                series[key].update(count=a, errors=b or 0, latency_avg=c)
+            elif kind == "bucket_pct":   # key: bucket, a: rank, b: count, c: value
+                for p in (50, 90):
+                    if a == _rank(b, p) + 1:
+                        series[key][f"latency_p{p}"] = c
+            elif kind in ("latency_pct", "ttft_pct"):
+                target = latency if kind == "latency_pct" else ttft
+                for p in (50, 90, 99):
+                    if a == _rank(b, p) + 1:
+                        target[f"p{p}"] = c
+            elif kind in groups:
+                groups[kind].append({"value": key, "count": a, "errors": b, "tokens": int(c), "cost": d,
+                                     "latency_avg": e})
+        for name in groups:
+            groups[name].sort(key=lambda g: -g["count"])
         return {
-            "since": since, "until": until, "count": count, "errors": agg[1] or 0,
-            "error_rate": (agg[1] or 0) / count if count else 0.0,
-            "input_tokens": int(agg[2]), "output_tokens": int(agg[3]), "cached_tokens": int(agg[4]),
-            "total_tokens": int(agg[2] + agg[3]), "cost": agg[5], "cache_hits": agg[6] or 0,
-            "fallbacks": agg[7] or 0,
-            "latency_ms": {"avg": agg[8], "max": agg[9], "p50": percentile(latencies, 50),
-                           "p90": percentile(latencies, 90), "p99": percentile(latencies, 99)},
-            "ttft_ms": {"avg": agg[10], "p50": percentile(ttfts, 50), "p90": percentile(ttfts, 90),
-                        "p99": percentile(ttfts, 99)},
+            "since": since, "until": until, "count": count, "errors": errors,
+            "error_rate": errors / count if count else 0.0,
+            "input_tokens": int(input_tokens), "output_tokens": int(output_tokens),
+            "cached_tokens": int(cached_tokens), "total_tokens": int(input_tokens + output_tokens),
+            "cost": cost, "cache_hits": cache_hits or 0, "fallbacks": fallbacks or 0,
+            "latency_ms": {"avg": latency_avg, "max": latency_max, **latency},
+            "ttft_ms": {"avg": ttft_avg, **ttft},
             "bucket_seconds": width, "series": series,
-            "by_provider": group("provider"), "by_model": group("model"),
-            "by_key": group("COALESCE(key_name, key_id)"), "by_team": group("team_id"),
-            "by_status": group("status"),
+            **{f"by_{name}": groups[name] for name in _GROUPS},
         }
+
+
+_GROUPS = ("provider", "model", "key", "team", "status")
+
+
+def _stats_sql() -> str:
+    width = 13   # the widest part ("agg") has 12 values after its kind
+
+    def part(select: str, columns: int) -> str:
+        return select.replace("{pad}", ", NULL" * (width - 1 - columns))
+
+    def pct(kind: str, key: str, column: str, partition: str, ranks: tuple) -> str:
+        """Rows at the nearest ranks (1-based: ceil(p * n / 100)) of ``column``, per partition."""
+        wanted = " OR ".join(f"rn = ({p} * n + 99) / 100" for p in ranks)
+        if partition:   # n: the partition's size, from the same sort
+            window = (f"OVER ({partition}ORDER BY {column} ROWS BETWEEN UNBOUNDED PRECEDING "
+                      "AND UNBOUNDED FOLLOWING)")
+            inner = (f"SELECT b, {column} AS v, ROW_NUMBER() {window} AS rn, COUNT(*) {window} AS n FROM f "
+                     f"WHERE {column} IS NOT NULL")
+        else:   # n: a plain count (cheaper than a whole-table window frame)
+            inner = (f"SELECT {column} AS v, ROW_NUMBER() OVER (ORDER BY {column}) AS rn, "
+                     f"(SELECT COUNT({column}) FROM f) AS n FROM f WHERE {column} IS NOT NULL")
+        return part(f"SELECT '{kind}', {key}, rn, n, v{{pad}} FROM ({inner}) WHERE {wanted}", 4)
+
+    rollup = ("SUM(n), SUM(errors), TOTAL(tokens), TOTAL(cost), "
+              "CASE WHEN SUM(lat_n) > 0 THEN TOTAL(lat_sum) / SUM(lat_n) END")
+    parts = [
+        part("SELECT 'agg', NULL, COUNT(*), SUM(err), TOTAL(input_tokens), TOTAL(output_tokens), "
+             "TOTAL(cached_tokens), TOTAL(cost), SUM(cache_hit), "
+             "SUM(CASE WHEN fallback_index > 0 THEN 1 ELSE 0 END), AVG(latency_ms), MAX(latency_ms), "
+             "AVG(ttft_ms){pad} FROM f", 12),
+        part(f"SELECT 'bucket', b, SUM(n), SUM(errors), "
+             f"CASE WHEN SUM(lat_n) > 0 THEN TOTAL(lat_sum) / SUM(lat_n) END{{pad}} FROM g GROUP BY b", 4),
+        pct("bucket_pct", "b", "latency_ms", "PARTITION BY b ", (50, 90)),
+        pct("latency_pct", "NULL", "latency_ms", "", (50, 90, 99)),
+        pct("ttft_pct", "NULL", "ttft_ms", "", (50, 90, 99)),
+    ] + [part(f"SELECT * FROM (SELECT '{name}', {name}, {rollup}{{pad}} FROM g GROUP BY {name} "
+              f"ORDER BY SUM(n) DESC LIMIT 100)", 6) for name in _GROUPS]
+    # parameters: buckets - 1, since, bucket width, then the filter's
+    return (
+        # int() in Python and CAST in SQLite both truncate toward zero
+        "WITH f AS MATERIALIZED (SELECT MIN(?, MAX(0, CAST((time - ?) / ? AS INTEGER))) AS b, latency_ms, ttft_ms, "
+        f"{_ERR} AS err, provider, model, COALESCE(key_name, key_id) AS key, team_id AS team, status, "
+        "input_tokens, output_tokens, cached_tokens, cost, cache_hit, fallback_index FROM logs{where}), "
+        "g AS MATERIALIZED (SELECT b, provider, model, key, team, status, COUNT(*) AS n, SUM(err) AS errors, "
+        "TOTAL(input_tokens + output_tokens) AS tokens, TOTAL(cost) AS cost, TOTAL(latency_ms) AS lat_sum, "
+        "COUNT(latency_ms) AS lat_n FROM f GROUP BY b, provider, model, key, team, status) "
+        + " UNION ALL ".join(parts)
+    )
+
+
+_STATS_SQL = _stats_sql()

@@ -99,6 +99,26 @@ def test_dashboard_live_filter_detail(logstore_gateway, browser_page, tmp_path):
     page.select_option("#f-status", "")
     expect(rows).to_have_count(6)
 
+    # cache hit filter (yes / no / any): only cached rows, also for rows arriving live
+    gw.call(gw.logstore.hookway_log([_record(model="e1/cached", cache_hit=True)]))
+    expect(rows).to_have_count(7)
+    page.select_option("#f-cache_hit", "true")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("e1/cached")
+    expect(rows.first).to_contain_text("cache hit")
+    assert gw.post({"model": "e1/alpha", "prompt": "not from the cache"}).status_code == 200
+    gw.call(gw.logstore.hookway_log([_record(model="e1/cached-too", cache_hit=True)]))
+    expect(rows).to_have_count(2)
+    expect(rows.first).to_contain_text("e1/cached-too")
+    for text in rows.all_inner_texts():
+        assert "cache hit" in text
+    page.select_option("#f-cache_hit", "false")
+    expect(rows).to_have_count(7)
+    for text in rows.all_inner_texts():
+        assert "cache hit" not in text
+    page.select_option("#f-cache_hit", "")
+    expect(rows).to_have_count(9)
+
     # open a request: the conversation and the response
     page.locator("#rows tr", has_text="e2/beta").last.click()
     detail = page.locator("#detail")
@@ -110,6 +130,22 @@ def test_dashboard_live_filter_detail(logstore_gateway, browser_page, tmp_path):
     page.keyboard.press("Escape")
     expect(detail).to_be_hidden()
     assert not page.js_errors, page.js_errors
+
+
+def _record(**kw):
+    """A log record as the core hands it to the sink (for states a plain request cannot produce)."""
+    import time
+    import uuid
+
+    from hookway.pipeline import LogRecord
+
+    base = dict(id=uuid.uuid4().hex, time=time.time(), dialect="echo", operation="chat", model="e1/m",
+                provider="e1", upstream_model="m", rule=None, key_id=None, key_name=None, team_id=None,
+                customer_id=None, status=200, error=None, latency_ms=1.0, ttft_ms=None, upstream_ms=None,
+                input_tokens=1, output_tokens=1, cached_tokens=0, cache_hit=False, cache_similarity=None,
+                fallback_index=0, stream=False, passthrough=False, request=None, response=None, extra={})
+    base.update(kw)
+    return LogRecord(**base)
 
 
 def test_dashboard_asks_for_the_admin_token(logstore_gateway, browser_page):
