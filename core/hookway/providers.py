@@ -12,6 +12,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
+import asyncio
+
 import aiohttp
 import orjson
 
@@ -165,6 +167,29 @@ class ProviderAdapter:
     async def close(self) -> None:
         if self.session is not None:
             await self.session.close()
+
+    async def read_json(self, resp: aiohttp.ClientResponse) -> dict:
+        """A whole upstream answer as a JSON object, the connection released; a broken, timed-out
+        or non-JSON answer is a :class:`GatewayError` (502/504) before anything reached the client."""
+        try:
+            raw = await resp.read()
+        except asyncio.TimeoutError:
+            raise GatewayError("timeout", f"{self.name}: the upstream answer timed out", status=504,
+                               provider=self.name)
+        except aiohttp.ClientError as exc:
+            raise GatewayError("bad_gateway", f"{self.name}: the upstream answer broke off: {exc}",
+                               status=502, provider=self.name)
+        finally:
+            resp.release()
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise GatewayError("bad_gateway", f"{self.name}: the upstream answer is not JSON: "
+                               f"{raw[:200]!r}", status=502, provider=self.name)
+        if not isinstance(data, dict):
+            raise GatewayError("bad_gateway", f"{self.name}: the upstream answer is not a JSON object",
+                               status=502, provider=self.name)
+        return data
 
     def unsupported(self, operation: str) -> GatewayError:
         return GatewayError("unsupported_operation",

@@ -350,19 +350,7 @@ class AnthropicAdapter(ProviderAdapter):
         body = request_to_messages(request, target.model, stream=False,
                                    default_max_tokens=self.default_max_tokens)
         resp = await self._post("/messages", body, target, ctx)
-        try:
-            raw = await resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise GatewayError("bad_gateway", f"{self.name}: reading the answer failed: {exc}",
-                               status=502, provider=self.name)
-        finally:
-            resp.release()
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise GatewayError("bad_gateway", f"{self.name}: the answer is not JSON: {raw[:200]!r}",
-                               status=502, provider=self.name)
-        return response_from_message(data)
+        return response_from_message(await self.read_json(resp))
 
     async def stream(self, request: ir.Request, target: Target, ctx: Any) -> AsyncIterator[ir.Event]:
         body = request_to_messages(request, target.model, stream=True,

@@ -185,27 +185,6 @@ class OpenAIAdapter(ProviderAdapter):
         err.code = code
         return err
 
-    async def _read_json(self, resp: aiohttp.ClientResponse) -> dict:
-        try:
-            raw = await resp.read()
-        except asyncio.TimeoutError:
-            raise GatewayError("timeout", f"{self.name}: the upstream answer timed out", status=504,
-                               provider=self.name)
-        except aiohttp.ClientError as exc:
-            raise GatewayError("bad_gateway", f"{self.name}: the upstream answer broke off: {exc}",
-                               status=502, provider=self.name)
-        finally:
-            resp.release()
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise GatewayError("bad_gateway", f"{self.name}: the upstream answer is not JSON: "
-                               f"{raw[:200]!r}", status=502, provider=self.name)
-        if not isinstance(data, dict):
-            raise GatewayError("bad_gateway", f"{self.name}: the upstream answer is not a JSON object",
-                               status=502, provider=self.name)
-        return data
-
     # --- pass-through ---
 
     async def forward(self, body: dict, operation: str, target: Target, ctx: Any) -> UpstreamStream:
@@ -234,7 +213,7 @@ class OpenAIAdapter(ProviderAdapter):
             raise self.unsupported(op)
         wire_op = self._wire_operation(op)
         resp = await self.post(wire_op, self.build_body(request, target, stream=False), target, ctx)
-        return self._response_of(await self._read_json(resp), wire_op, target)
+        return self._response_of(await self.read_json(resp), wire_op, target)
 
     def _response_of(self, data: dict, wire_op: str, target: Target) -> ir.Response:
         if not data.get("choices") and data.get("error"):
@@ -254,7 +233,7 @@ class OpenAIAdapter(ProviderAdapter):
         resp = await self.post(wire_op, self.build_body(request, target, stream=True), target, ctx)
         if resp.content_type == "application/json":
             # A server that ignored `stream: true` and answered whole: replay it as events.
-            response = self._response_of(await self._read_json(resp), wire_op, target)
+            response = self._response_of(await self.read_json(resp), wire_op, target)
             for ev in ir.response_events(response):
                 yield ev
             return
@@ -293,7 +272,7 @@ class OpenAIAdapter(ProviderAdapter):
         if "embeddings" not in self.operations:
             raise self.unsupported("embeddings")
         body = self.prepare_body(request_to_openai(request, target.model), "embeddings")
-        return await self._read_json(await self.post("embeddings", body, target, ctx))
+        return await self.read_json(await self.post("embeddings", body, target, ctx))
 
     # --- models ---
 
