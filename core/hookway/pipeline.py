@@ -429,11 +429,12 @@ class Pipeline:
                 err = self.scrub(self._upstream_failure(exc, target))
                 ctx.error = err
                 await write(ctx.dialect.render_stream_error(err))
-            if tap is not None:
-                ctx.usage = tap.usage
-                ctx.stop_reason = getattr(tap, "stop_reason", None)
-            if collected is not None:
-                ctx.state["raw_response"] = b"".join(collected)
+            finally:   # what was read counts even when the client left early (usage, budgets, logs)
+                if tap is not None:
+                    ctx.usage = tap.usage
+                    ctx.stop_reason = getattr(tap, "stop_reason", None)
+                if collected is not None:
+                    ctx.state["raw_response"] = b"".join(collected)
             await resp.write_eof()
             return resp
         finally:
