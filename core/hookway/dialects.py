@@ -50,7 +50,9 @@ class Dialect:
     def usage_tap(self, operation: str, stream: bool) -> Any:
         """For the byte pass-through: an object with ``feed(chunk: bytes)``, ``usage``
         (:class:`hookway.ir.Usage`) and ``stop_reason`` (Anthropic's values: end_turn, max_tokens,
-        tool_use, stop_sequence...) read from the upstream bytes, or None."""
+        tool_use, stop_sequence...) read from the upstream bytes, or None. An optional ``done``
+        attribute turns True once the stream's final event has passed: a client that closes after
+        it is logged with the upstream's status, not as a cancellation (499)."""
         return None
 
     def response_from_bytes(self, raw: bytes, operation: str, stream: bool) -> ir.Response | None:

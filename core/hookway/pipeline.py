@@ -99,7 +99,7 @@ class RequestContext:
                  "usage", "response_headers", "started", "first_byte_at", "upstream_started",
                  "upstream_done", "status", "error", "attempt", "cache_hit", "cache_similarity",
                  "response", "passthrough", "collect", "stop_reason", "cost", "attempts",
-                 "fallback_index", "cache_status")
+                 "fallback_index", "cache_status", "delivered")
 
     def __init__(self, gateway, request, dialect, operation):
         self.id = new_request_id()
@@ -137,6 +137,8 @@ class RequestContext:
         self.collect = False
         self.stop_reason: str | None = None
         self.cost: float | None = None
+        # The whole answer reached the client: a disconnect after it is not a cancellation (499).
+        self.delivered = False
 
     @property
     def ir(self) -> ir.Request:
@@ -202,10 +204,12 @@ class Pipeline:
         except GatewayError as err:
             return self._fail(ctx, err)
         except asyncio.CancelledError:
-            ctx.status = 499   # the client went away
+            if not ctx.delivered:
+                ctx.status = 499   # the client went away
             raise
         except ConnectionResetError:   # the client went away while we were writing to it
-            ctx.status = 499
+            if not ctx.delivered:
+                ctx.status = 499
             return web.Response(status=499)
         except Exception as exc:  # a bug must still answer in the caller's dialect
             self.log.exception("internal_error", request_id=ctx.id)
@@ -422,8 +426,14 @@ class Pipeline:
                     if rest:
                         await write(rest)
                 ctx.upstream_done = time.perf_counter()
+                ctx.delivered = True
             except (ConnectionResetError, asyncio.CancelledError):
-                ctx.status = 499
+                # A client that closes once it has read the final event (OpenAI SDKs stop at
+                # [DONE]) got the whole answer; only an earlier close is a cancellation.
+                if tap is not None and getattr(tap, "done", False):
+                    ctx.delivered = True
+                else:
+                    ctx.status = 499
                 raise
             except Exception as exc:  # upstream broke after the first byte: say so in-stream
                 err = self.scrub(self._upstream_failure(exc, target))
@@ -502,6 +512,7 @@ class Pipeline:
                 except StopAsyncIteration:
                     break
             ctx.upstream_done = time.perf_counter()
+            ctx.delivered = True
         except (ConnectionResetError, asyncio.CancelledError):
             ctx.status = 499
             raise

@@ -125,6 +125,7 @@ class Reply:
     chunk_delay: float = 0.0
     first_byte_delay: float = 0.0
     drop_after: int | None = None
+    eof_delay: float = 0.0                   # hold the stream open after its last event
     raw: bytes | None = None
     model: str | None = None
     embedding: list[float] | None = None
@@ -329,6 +330,8 @@ class FakeOpenAI:
                 if reply.chunk_delay and i:
                     await asyncio.sleep(reply.chunk_delay)
                 await resp.write(data)
+            if reply.eof_delay:
+                await asyncio.sleep(reply.eof_delay)
             await resp.write_eof()
         except asyncio.CancelledError:
             self.cancelled_streams += 1

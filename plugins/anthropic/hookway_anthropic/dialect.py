@@ -517,16 +517,19 @@ class StreamUsageTap:
     cache tokens) and ``message_delta`` (output tokens, ``delta.stop_reason``). Other events are
     not decoded as JSON."""
 
-    __slots__ = ("parser", "usage", "stop_reason")
+    __slots__ = ("parser", "usage", "stop_reason", "done")
 
     def __init__(self) -> None:
         self.parser = SSEParser()
         self.usage = ir.Usage()
         self.stop_reason: str | None = None
+        self.done = False   # message_stop passed
 
     def feed(self, chunk: bytes) -> None:
         for event, data in self.parser.feed(chunk):
-            if event == "message_start":
+            if event == "message_stop":
+                self.done = True
+            elif event == "message_start":
                 try:
                     _usage_from(orjson.loads(data).get("message", {}).get("usage"), self.usage)
                 except (orjson.JSONDecodeError, AttributeError):

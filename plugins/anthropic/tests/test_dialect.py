@@ -291,6 +291,16 @@ def test_usage_taps_expose_the_stop_reason(fake_anthropic):
     assert tap.stop_reason == "tool_use" and tap.usage.output_tokens == 2
 
 
+def test_stream_usage_tap_is_done_only_after_message_stop(fake_anthropic):
+    events = fake_anthropic.stream_events(fake_anthropic.Reply(), "claude")
+    assert events[-1].startswith(b"event: message_stop")
+    tap = D.usage_tap("chat", True)
+    tap.feed(b"".join(events[:-1]))
+    assert tap.stop_reason == "end_turn" and not tap.done
+    tap.feed(events[-1])
+    assert tap.done
+
+
 # --- malformed content blocks (see also test_e2e.py) ---------------------------------------------
 
 @pytest.mark.parametrize("content, param, message", [

@@ -230,11 +230,12 @@ class StreamUsageTap:
     -> max_tokens, tool_calls -> tool_use, content_filter -> refusal). For a Responses stream it
     comes from the ``response.completed`` event, parsed anyway for its usage."""
 
-    __slots__ = ("usage", "stop_reason", "_partial", "_mark", "_finishes")
+    __slots__ = ("usage", "stop_reason", "done", "_partial", "_mark", "_finishes")
 
     def __init__(self, finishes: bool = True) -> None:
         self.usage = ir.Usage()
         self.stop_reason: str | None = None
+        self.done = False   # the final event passed: [DONE], or response.completed
         self._partial = b""
         # The finish_reason pattern, compact or spaced JSON: decided on the first read that shows
         # the key (every chunk carries it, null until the end), so later reads search once.
@@ -256,6 +257,8 @@ class StreamUsageTap:
             at = buf.find(mark, 0, end)
             if at >= 0:   # once per answer
                 self._finish(buf, at + len(mark), end)
+        if self.stop_reason is not None and not self.done and self._finishes:
+            self.done = buf.find(b"[DONE]", 0, end) >= 0   # only searched after the finish
         # Only the lines holding a usage object are cut out and parsed (usually one per answer).
         for pattern in (b'"usage":{', b'"usage": {'):
             at = buf.find(pattern, 0, end)
@@ -282,6 +285,7 @@ class StreamUsageTap:
             stop = _stop_of_response(response)
             if stop is not None:
                 self.stop_reason = stop
+                self.done = True
         if isinstance(usage, dict):
             self.usage = usage_from_openai(usage)
 

@@ -102,6 +102,37 @@ def test_usage_is_logged_even_when_the_client_did_not_ask_for_it(fake_upstream, 
     assert (record.input_tokens, record.output_tokens, record.passthrough) == (31, 9, mode == "passthrough")
 
 
+def _logged_stream(fake_upstream, start_gateway, mode, reply, read):
+    cfg = config(fake_upstream, mode == "translated")
+    cfg["plugins"]["sink"] = {}
+    gw = start_gateway(cfg, {"force_translate": ForceTranslate, "sink": RecordingSink})
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+    fake_upstream.enqueue(reply)
+    read(client.chat.completions.create(model="up/gpt-x", messages=USER, stream=True))
+    return RecordingSink.wait(1)[0]
+
+
+def test_a_client_that_closes_after_done_is_a_finished_request(fake_upstream, start_gateway, mode):
+    # The SDK closes its connection at [DONE]; this upstream holds its own open a while longer,
+    # so the gateway sees the client leave before the upstream ends. That is not a cancellation.
+    record = _logged_stream(fake_upstream, start_gateway, mode,
+                            Reply(text="abcdef", chunk_size=2, usage=(31, 9, 0), eof_delay=1.0), list)
+    assert (record.status, record.stop_reason) == (200, "end_turn")
+    assert (record.input_tokens, record.output_tokens) == (31, 9)
+
+
+def test_a_client_that_closes_before_the_end_is_a_cancelled_request(fake_upstream, start_gateway, mode):
+    def read_two(stream):
+        it = iter(stream)
+        next(it)
+        next(it)
+        stream.close()
+
+    record = _logged_stream(fake_upstream, start_gateway, mode,
+                            Reply(text="x" * 50, chunk_size=1, chunk_delay=0.05, eof_delay=1.0), read_two)
+    assert record.status == 499 and record.stop_reason is None
+
+
 def test_usage_chunk_filter_keeps_everything_else_byte_for_byte():
     from hookway_openai.adapter import DropUsageOnlyChunk
     events = [b'data: {"choices":[{"delta":{"content":"a"}}],"usage":null}\n\n',

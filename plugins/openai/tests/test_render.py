@@ -181,3 +181,19 @@ def test_stream_usage_tap_spaced_json_and_null_usage_after():
     tap.feed(b'data: {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 1}}\n\n')
     tap.feed(b'data: {"choices": [], "usage": null}\n\ndata: [DONE]\n\n')
     assert tap.usage == ir.Usage(input_tokens=2, output_tokens=1)
+
+
+def test_stream_usage_tap_is_done_only_after_done_marker():
+    tap = D.usage_tap("chat", True)
+    tap.feed(b'data: {"choices":[{"delta":{"content":"[DONE]"},"finish_reason":null}]}\n\n')
+    assert not tap.done   # the marker inside content, before the finish, does not count
+    tap.feed(b'data: {"choices":[{"delta":{},"finish_reason":"tool_calls"}]}\n\n')
+    assert tap.stop_reason == "tool_use" and not tap.done
+    tap.feed(b"data: [DONE]\n\n")
+    assert tap.done
+    responses = D.usage_tap("responses", True)
+    responses.feed(b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"x"}\n\n')
+    assert not responses.done
+    responses.feed(b'event: response.completed\ndata: {"type":"response.completed","response":'
+                   b'{"status":"completed","usage":{"input_tokens":5,"output_tokens":2}}}\n\n')
+    assert responses.done
