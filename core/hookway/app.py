@@ -9,8 +9,6 @@ aiohttp's ``cleanup_ctx`` so they start inside the event loop and close on shutd
 from __future__ import annotations
 
 import asyncio
-import hmac
-import ipaddress
 import logging
 import os
 import sys
@@ -20,12 +18,12 @@ from typing import Any, Callable
 import structlog
 from aiohttp import web
 
+from .admin import GATEWAY_KEY, admin_only, has_admin_routes, is_loopback  # noqa: F401 (re-exported)
 from .config import Config, ConfigError
 from .pipeline import LogRecord, Pipeline
 from .plugins import LoadedPlugins, load as load_plugins
 from .providers import ProviderAdapter
 
-GATEWAY_KEY = web.AppKey("hookway_gateway", object)
 
 log = structlog.get_logger("hookway")
 
@@ -245,47 +243,6 @@ class Gateway(Pipeline):
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "providers": sorted(self.adapters),
                                   "time": int(time.time()), "pid": os.getpid()})
-
-
-def is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
-def admin_only(handler):
-    """Wrap a management handler: it needs ``server.admin_token`` (``Authorization: Bearer`` or
-    ``x-admin-token``) when one is set, and otherwise answers only to loopback callers."""
-
-    async def guarded(request: web.Request):
-        gateway = request.app[GATEWAY_KEY]
-        token = gateway.config.server.admin_token
-        if token:
-            given = request.headers.get("x-admin-token") or ""
-            auth = request.headers.get("Authorization", "")
-            if auth.startswith("Bearer "):
-                given = given or auth[7:]
-            if not hmac.compare_digest(given.encode(), token.encode()):
-                return web.json_response({"error": {"message": "admin token required", "type": "authentication_error"}},
-                                         status=401)
-        elif not is_loopback(request.remote):
-            return web.json_response({"error": {"message": "the management API answers only on loopback "
-                                                "unless server.admin_token is set", "type": "permission_error"}},
-                                     status=403)
-        return await handler(request)
-
-    guarded.__name__ = getattr(handler, "__name__", "admin")
-    guarded.hookway_admin = True
-    return guarded
-
-
-def has_admin_routes(app: web.Application) -> bool:
-    return any(getattr(r.handler, "hookway_admin", False) for r in app.router.routes())
 
 
 _log_redactor: list = []   # the running gateway's redactor, for the gateway's own log lines

@@ -18,7 +18,8 @@ from importlib.metadata import entry_points
 import structlog
 
 from . import __version__
-from .app import Gateway, configure_logging, has_admin_routes, is_loopback
+from .admin import has_admin_routes, is_loopback
+from .app import Gateway, configure_logging
 from .config import ConfigError, load as load_config, read_file
 from .plugins import discover
 

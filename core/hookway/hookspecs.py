@@ -92,7 +92,9 @@ def hookway_register_routes(router: Any, gateway: Any) -> None:
 
     ``router`` is the aiohttp application's ``UrlDispatcher``. Inference handlers normally call
     ``gateway.handle(request, dialect, operation)`` so the whole pipeline runs; admin APIs and pages
-    may answer directly. Use :func:`hookway.app.admin_only` for management endpoints.
+    may answer directly. Wrap management endpoints in :func:`hookway.admin.admin_only`; inside, raise
+    :class:`hookway.admin.AdminError` for a refusal and read bodies with
+    :func:`hookway.admin.json_object_body`.
     """
 
 

@@ -1,4 +1,4 @@
-"""The Bifrost-compatible governance API, wrapped in :func:`hookway.app.admin_only`.
+"""The Bifrost-compatible governance API, wrapped in :func:`hookway.admin.admin_only`.
 
 ``/api/governance/virtual-keys``, ``/teams``, ``/customers``: ``GET`` (list), ``POST`` (create),
 ``GET|PUT|DELETE /{id}``; ``POST /api/governance/virtual-keys/{id}/rotate``. Answers use
@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import orjson
 from aiohttp import web
 
-from hookway.app import admin_only
+from hookway.admin import admin_error, admin_json, admin_only, json_object_body
 
 from .model import Invalid, PARSERS, entity_counters, hash_value, iso, new_key_value, value_hint
 
@@ -23,29 +22,6 @@ ROUTES = {  # path segment -> (kind, singular, plural, title)
     "teams": ("team", "team", "teams", "Team"),
     "customers": ("customer", "customer", "customers", "Customer"),
 }
-
-
-def _json(data, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
-
-
-def _error(status: int, message: str, problems: list[str] | None = None) -> web.Response:
-    kind = {400: "invalid_request_error", 404: "not_found_error", 409: "conflict_error"}.get(status, "api_error")
-    body = {"error": {"message": message, "type": kind}, "status_code": status}
-    if problems:
-        body["error"]["problems"] = problems
-    return _json(body, status)
-
-
-async def _body(request: web.Request):
-    raw = await request.read()
-    try:
-        body = orjson.loads(raw) if raw.strip() else {}
-    except orjson.JSONDecodeError as exc:
-        raise Invalid(f"the request body is not valid JSON: {exc}")
-    if not isinstance(body, dict):
-        raise Invalid("the request body must be a JSON object")
-    return body
 
 
 # --- views ---------------------------------------------------------------------------------------
@@ -142,12 +118,12 @@ def register(router, plugin) -> None:
                     items = [e for e in items if getattr(e, field, None) == wanted]
             items.sort(key=lambda e: e.created_at)
             views = [view(engine, e) for e in items]
-            return _json({plural: views, "count": len(views), "total_count": len(views),
+            return admin_json({plural: views, "count": len(views), "total_count": len(views),
                           "limit": len(views), "offset": 0})
 
         async def create(request: web.Request) -> web.Response:
             try:
-                body = await _body(request)
+                body = await json_object_body(request)
                 async with plugin.write_lock:
                     now = engine.clock()
                     value = None
@@ -157,32 +133,32 @@ def register(router, plugin) -> None:
                             raise Invalid("value: when given (to import an existing key), a string of at "
                                           "least 20 characters")
                         if hash_value(value) in engine.by_hash:
-                            return _error(409, "a virtual key with this value already exists")
+                            return admin_error(409, "a virtual key with this value already exists")
                     entity = parse(body, now=now, path=singular, **({"value": value} if value else {}))
                     problems = check_refs(entity)
                     if problems:
                         raise Invalid(problems)
                     await save([entity], now)
             except Invalid as exc:
-                return _error(400, "; ".join(exc.problems), exc.problems)
+                return admin_error(400, "; ".join(exc.problems), exc.problems)
             out = view(engine, entity)
             if value is not None:
                 out["value"] = value      # shown once
-            return _json({"message": f"{title} created successfully", singular: out})
+            return admin_json({"message": f"{title} created successfully", singular: out})
 
         async def get_one(request: web.Request) -> web.Response:
             entity = engine.table(kind).get(request.match_info["id"])
             if entity is None:
-                return _error(404, f"{title} not found")
-            return _json({singular: view(engine, entity)})
+                return admin_error(404, f"{title} not found")
+            return admin_json({singular: view(engine, entity)})
 
         async def update(request: web.Request) -> web.Response:
             try:
-                body = await _body(request)
+                body = await json_object_body(request)
                 async with plugin.write_lock:
                     existing = engine.table(kind).get(request.match_info["id"])
                     if existing is None:
-                        return _error(404, f"{title} not found")
+                        return admin_error(404, f"{title} not found")
                     now = engine.clock()
                     entity = parse(body, existing=existing, now=now, path=singular)
                     problems = check_refs(entity)
@@ -190,14 +166,14 @@ def register(router, plugin) -> None:
                         raise Invalid(problems)
                     await save([entity], now)
             except Invalid as exc:
-                return _error(400, "; ".join(exc.problems), exc.problems)
-            return _json({"message": f"{title} updated successfully", singular: view(engine, entity)})
+                return admin_error(400, "; ".join(exc.problems), exc.problems)
+            return admin_json({"message": f"{title} updated successfully", singular: view(engine, entity)})
 
         async def delete(request: web.Request) -> web.Response:
             async with plugin.write_lock:
                 entity = engine.table(kind).get(request.match_info["id"])
                 if entity is None:
-                    return _error(404, f"{title} not found")
+                    return admin_error(404, f"{title} not found")
                 now = engine.clock()
                 # Detach what pointed at it (keys of a deleted team keep working, without the team).
                 detached = []
@@ -215,7 +191,7 @@ def register(router, plugin) -> None:
                 engine.remove(kind, entity.id)
                 for cid in counters:
                     engine.counters.pop(cid, None)
-            return _json({"message": f"{title} deleted successfully"})
+            return admin_json({"message": f"{title} deleted successfully"})
 
         base = f"/api/governance/{segment}"
         router.add_get(base, admin_only(list_all))
@@ -231,14 +207,14 @@ def register(router, plugin) -> None:
         async with plugin.write_lock:
             key = engine.keys.get(request.match_info["id"])
             if key is None:
-                return _error(404, "Virtual key not found")
+                return admin_error(404, "Virtual key not found")
             value = new_key_value()
             now = engine.clock()
             rotated = _replace(key, value_hash=hash_value(value), value_hint=value_hint(value), updated_at=now)
             await save([rotated], now)
         out = view(engine, rotated)
         out["value"] = value
-        return _json({"message": "Virtual key rotated successfully", "virtual_key": out})
+        return admin_json({"message": "Virtual key rotated successfully", "virtual_key": out})
 
     router.add_post("/api/governance/virtual-keys/{id}/rotate", admin_only(rotate))
 

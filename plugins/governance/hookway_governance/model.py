@@ -17,18 +17,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from hookway.admin import AdminError
+
 from . import periods
 
 KEY_PREFIX = "sk-hw-"
 KINDS = ("customer", "team", "virtual_key")
 
 
-class Invalid(Exception):
-    """A body or YAML block with problems; ``problems`` has one line each."""
-
-    def __init__(self, problems: list[str] | str):
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        super().__init__("; ".join(self.problems))
+class Invalid(AdminError):
+    """A body or YAML block with problems; ``problems`` has one line each (a 400 in the API)."""
 
 
 def new_key_value() -> str:

@@ -21,11 +21,9 @@ import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import orjson
-from aiohttp import web
 
 from hookway import hookimpl
-from hookway.app import admin_only
+from hookway.admin import AdminError, admin_json, admin_only, json_object_body
 from hookway.config import NETWORK_SCHEMA, PROVIDER_SCHEMA, provider_from_dict, resolve_env, schema_problems
 
 from .store import Store
@@ -38,13 +36,6 @@ _NETWORK_FIELDS = set(NETWORK_SCHEMA["properties"])
 _IGNORED = {"concurrency_and_buffer_size", "proxy_config", "send_back_raw_request", "send_back_raw_response",
             "store_raw_request_response", "openai_config", "prompt_cache", "provider_status", "status",
             "description", "config_hash", "name"}
-
-
-class Invalid(Exception):
-    def __init__(self, problems: list[str] | str, status: int = 400):
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        self.status = status
-        super().__init__("; ".join(self.problems))
 
 
 def block_hash(block: dict) -> str:
@@ -64,16 +55,6 @@ def redact(value) -> str | None:
 
 def _key_id(provider: str, key: dict, i: int) -> str:
     return key.get("id") or key.get("name") or f"{provider}-key-{i + 1}"
-
-
-def _json(data, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
-
-
-def _error(status: int, problems: list[str]) -> web.Response:
-    kind = {400: "invalid_request_error", 404: "not_found_error", 409: "conflict_error"}.get(status, "api_error")
-    return _json({"error": {"message": "; ".join(problems), "type": kind, "problems": problems},
-                  "status_code": status}, status)
 
 
 class ManagementPlugin:
@@ -155,7 +136,7 @@ class ManagementPlugin:
                 elif self.applied.get(name) != block_hash(block):
                     await self.gateway.set_provider(self.build(name, block))
                     self.applied[name] = block_hash(block)
-            except Invalid as exc:
+            except AdminError as exc:
                 log.error("management: provider %s from the store cannot be applied: %s", name, exc)
         for name in [n for n in self.applied if n not in blocks]:
             await self.gateway.remove_provider(name)
@@ -174,10 +155,10 @@ class ManagementPlugin:
         problems: list[str] = []
         resolved = resolve_env(block, ["providers", name], problems)
         if problems:
-            raise Invalid(problems)
+            raise AdminError(problems)
         pconf = provider_from_dict(name, resolved)
         if pconf.type not in self.gateway.adapter_types:
-            raise Invalid(f"providers.{name}.type: {pconf.type!r} is provided by no enabled plugin "
+            raise AdminError(f"providers.{name}.type: {pconf.type!r} is provided by no enabled plugin "
                           f"(enabled types: {', '.join(sorted(self.gateway.adapter_types))}); set \"type\" "
                           "or custom_provider_config.base_provider_type for a custom provider")
         return pconf
@@ -185,7 +166,7 @@ class ManagementPlugin:
     def merge(self, name: str, body: dict, existing: dict | None) -> tuple[dict, list[str]]:
         """A Bifrost-shaped body onto a stored block (absent fields kept). (block, warnings)."""
         if not isinstance(body, dict):
-            raise Invalid("the request body must be a JSON object")
+            raise AdminError("the request body must be a JSON object")
         block = json.loads(json.dumps(existing)) if existing else {}
         warnings = []
         for field, value in body.items():
@@ -195,7 +176,7 @@ class ManagementPlugin:
                 if value is None:
                     value = []
                 if not isinstance(value, list):
-                    raise Invalid(f"providers.{name}.keys: expected a list of keys")
+                    raise AdminError(f"providers.{name}.keys: expected a list of keys")
                 block["keys"] = [self._key(name, k, i, (existing or {}).get("keys") or [])
                                  for i, k in enumerate(value)]
             elif field == "network_config":
@@ -203,7 +184,7 @@ class ManagementPlugin:
                     block.pop("network_config", None)
                     continue
                 if not isinstance(value, dict):
-                    raise Invalid(f"providers.{name}.network_config: expected an object")
+                    raise AdminError(f"providers.{name}.network_config: expected an object")
                 for k in sorted(set(value) - _NETWORK_FIELDS):
                     warnings.append(f"network_config.{k}: ignored (hookway has no such setting)")
                 block["network_config"] = {k: v for k, v in value.items() if k in _NETWORK_FIELDS and v is not None}
@@ -222,13 +203,13 @@ class ManagementPlugin:
                 warnings.append(f"{field}: ignored (hookway has no such setting)")
         problems = schema_problems(block, PROVIDER_SCHEMA, ["providers", name])
         if problems:
-            raise Invalid(problems)
+            raise AdminError(problems)
         return block, warnings
 
     @staticmethod
     def _key(provider: str, key, i: int, old_keys: list[dict]) -> dict:
         if not isinstance(key, dict):
-            raise Invalid(f"providers.{provider}.keys[{i}]: expected an object with name, value, models, weight")
+            raise AdminError(f"providers.{provider}.keys[{i}]: expected an object with name, value, models, weight")
         out = {k: key[k] for k in _KEY_FIELDS if key.get(k) is not None}
         value = key.get("value")
         if isinstance(value, dict):              # Bifrost's {"value", "env_var", "from_env"}
@@ -245,7 +226,7 @@ class ManagementPlugin:
                 break
         out.setdefault("id", str(uuid.uuid4()))
         if "value" not in out:
-            raise Invalid(f"providers.{provider}.keys[{i}].value: required (a literal or env.NAME)")
+            raise AdminError(f"providers.{provider}.keys[{i}].value: required (a literal or env.NAME)")
         return out
 
     def view(self, name: str) -> dict:
@@ -277,63 +258,44 @@ class ManagementPlugin:
 
     @hookimpl
     def hookway_register_routes(self, router, gateway):
-        def guarded(fn):
-            async def handler(request: web.Request) -> web.Response:
-                try:
-                    return await fn(request)
-                except Invalid as exc:
-                    return _error(exc.status, exc.problems)
-            handler.__name__ = fn.__name__
-            return admin_only(handler)
-
-        async def body_of(request) -> dict:
-            raw = await request.read()
-            try:
-                body = orjson.loads(raw) if raw.strip() else {}
-            except orjson.JSONDecodeError as exc:
-                raise Invalid(f"the request body is not valid JSON: {exc}")
-            if not isinstance(body, dict):
-                raise Invalid("the request body must be a JSON object")
-            return body
-
         def existing(name: str) -> dict:
             if name not in self.blocks:
-                raise Invalid(f"provider {name!r} not found", status=404)
+                raise AdminError(f"provider {name!r} not found", status=404)
             return self.blocks[name]
 
         async def list_providers(request):
             views = [self.view(n) for n in sorted(self.blocks)]
-            return _json({"providers": views, "total": len(views)})
+            return admin_json({"providers": views, "total": len(views)})
 
         async def add_provider(request):
-            body = await body_of(request)
+            body = await json_object_body(request)
             name = body.get("provider")
             if not isinstance(name, str) or not name or "/" in name:
-                raise Invalid("provider: required, a provider name without '/' (e.g. \"cerebras\")")
+                raise AdminError("provider: required, a provider name without '/' (e.g. \"cerebras\")")
             async with self.lock:
                 takeover = self.yaml_only(name)
                 if name in self.blocks and not takeover:
-                    raise Invalid(f"provider {name!r} already exists; update it with PUT /api/providers/{name}",
+                    raise AdminError(f"provider {name!r} already exists; update it with PUT /api/providers/{name}",
                                   status=409)
                 block, warnings = self.merge(name, body, None)
                 await self.save(name, block)
             if takeover:
                 warnings.append(f"provider {name!r} was declared in the YAML: this block replaces it "
                                 "(until its YAML block changes)")
-            return _json({**self.view(name), "warnings": warnings})
+            return admin_json({**self.view(name), "warnings": warnings})
 
         async def get_provider(request):
             name = request.match_info["provider"]
             existing(name)
-            return _json(self.view(name))
+            return admin_json(self.view(name))
 
         async def update_provider(request):
             name = request.match_info["provider"]
-            body = await body_of(request)
+            body = await json_object_body(request)
             async with self.lock:
                 block, warnings = self.merge(name, body, self.blocks.get(name))
                 await self.save(name, block)
-            return _json({**self.view(name), "warnings": warnings})
+            return admin_json({**self.view(name), "warnings": warnings})
 
         async def delete_provider(request):
             name = request.match_info["provider"]
@@ -343,38 +305,38 @@ class ManagementPlugin:
                 await self.gateway.remove_provider(name)
                 self.applied.pop(name, None)
                 del self.blocks[name]
-            return _json({"name": name, "message": "Provider deleted successfully"})
+            return admin_json({"name": name, "message": "Provider deleted successfully"})
 
         async def list_keys(request):
             name = request.match_info["provider"]
             existing(name)
             keys = self.view(name)["keys"]
-            return _json({"keys": keys, "total": len(keys)})
+            return admin_json({"keys": keys, "total": len(keys)})
 
         async def add_key(request):
             name = request.match_info["provider"]
-            body = await body_of(request)
+            body = await json_object_body(request)
             async with self.lock:
                 block = existing(name)
                 keys = list(block.get("keys") or [])
                 ids = {_key_id(name, k, i) for i, k in enumerate(keys)}
                 if _key_id(name, body, len(keys)) in ids and (body.get("id") or body.get("name")):
-                    raise Invalid(f"provider {name!r} already has a key {_key_id(name, body, len(keys))!r}",
+                    raise AdminError(f"provider {name!r} already has a key {_key_id(name, body, len(keys))!r}",
                                   status=409)
                 new, _ = self.merge(name, {"keys": keys + [body]}, block)
                 await self.save(name, new)
             key = self.view(name)["keys"][-1]
-            return _json({"key": key, "message": "Key added successfully"})
+            return admin_json({"key": key, "message": "Key added successfully"})
 
         def key_index(name: str, key_id: str) -> int:
             for i, k in enumerate(existing(name).get("keys") or []):
                 if key_id in (_key_id(name, k, i), k.get("name")):
                     return i
-            raise Invalid(f"provider {name!r} has no key {key_id!r}", status=404)
+            raise AdminError(f"provider {name!r} has no key {key_id!r}", status=404)
 
         async def update_key(request):
             name, key_id = request.match_info["provider"], request.match_info["key_id"]
-            body = await body_of(request)
+            body = await json_object_body(request)
             async with self.lock:
                 i = key_index(name, key_id)
                 keys = [dict(k) for k in self.blocks[name]["keys"]]
@@ -383,7 +345,7 @@ class ManagementPlugin:
                     keys[i]["name"] = key_id
                 new, _ = self.merge(name, {"keys": keys}, self.blocks[name])
                 await self.save(name, new)
-            return _json({"key": self.view(name)["keys"][i], "message": "Key updated successfully"})
+            return admin_json({"key": self.view(name)["keys"][i], "message": "Key updated successfully"})
 
         async def delete_key(request):
             name, key_id = request.match_info["provider"], request.match_info["key_id"]
@@ -392,14 +354,14 @@ class ManagementPlugin:
                 keys = [k for j, k in enumerate(self.blocks[name]["keys"]) if j != i]
                 new, _ = self.merge(name, {"keys": keys}, self.blocks[name])
                 await self.save(name, new)
-            return _json({"message": "Key deleted successfully"})
+            return admin_json({"message": "Key deleted successfully"})
 
-        router.add_get("/api/providers", guarded(list_providers))
-        router.add_post("/api/providers", guarded(add_provider))
-        router.add_get("/api/providers/{provider}", guarded(get_provider))
-        router.add_put("/api/providers/{provider}", guarded(update_provider))
-        router.add_delete("/api/providers/{provider}", guarded(delete_provider))
-        router.add_get("/api/providers/{provider}/keys", guarded(list_keys))
-        router.add_post("/api/providers/{provider}/keys", guarded(add_key))
-        router.add_put("/api/providers/{provider}/keys/{key_id}", guarded(update_key))
-        router.add_delete("/api/providers/{provider}/keys/{key_id}", guarded(delete_key))
+        router.add_get("/api/providers", admin_only(list_providers))
+        router.add_post("/api/providers", admin_only(add_provider))
+        router.add_get("/api/providers/{provider}", admin_only(get_provider))
+        router.add_put("/api/providers/{provider}", admin_only(update_provider))
+        router.add_delete("/api/providers/{provider}", admin_only(delete_provider))
+        router.add_get("/api/providers/{provider}/keys", admin_only(list_keys))
+        router.add_post("/api/providers/{provider}/keys", admin_only(add_key))
+        router.add_put("/api/providers/{provider}/keys/{key_id}", admin_only(update_key))
+        router.add_delete("/api/providers/{provider}/keys/{key_id}", admin_only(delete_key))

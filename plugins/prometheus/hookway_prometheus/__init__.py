@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from hookway import hookimpl
-from hookway.app import admin_only
+from hookway.admin import admin_only
 
 __all__ = ["PrometheusPlugin", "Metrics"]
 

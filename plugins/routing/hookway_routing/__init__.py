@@ -15,10 +15,10 @@ import os
 import time
 import uuid
 
-import orjson
 from aiohttp import web
 
 from hookway import hookimpl
+from hookway.admin import admin_error, admin_json, admin_only, json_object_body
 from hookway.config import ConfigError
 from hookway.errors import GatewayError
 from hookway.providers import Target
@@ -47,18 +47,6 @@ SCHEMA = {
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _json(status: int, body) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
-
-
-def _error(status: int, message: str, problems: list[str] | None = None) -> web.Response:
-    kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
-    body = {"error": {"message": message, "type": kind}, "status_code": status}
-    if problems:
-        body["error"]["problems"] = problems
-    return _json(status, body)
 
 
 class RoutingPlugin:
@@ -270,7 +258,6 @@ class RoutingPlugin:
     def hookway_register_routes(self, router, gateway):
         if not self.is_global or not self.api:
             return
-        from hookway.app import admin_only
 
         for base in API_PATHS:
             router.add_get(base, admin_only(self._list))
@@ -290,51 +277,42 @@ class RoutingPlugin:
         out["scope_id"] = out.get("scope_id")
         return out
 
-    async def _body(self, request: web.Request) -> dict:
-        try:
-            body = orjson.loads(await request.read())
-        except orjson.JSONDecodeError as exc:
-            raise RuleError(f"request body is not valid JSON: {exc}")
-        if not isinstance(body, dict):
-            raise RuleError("request body must be a JSON object")
-        return body
-
     async def _list(self, request: web.Request) -> web.Response:
         scope = request.query.get("scope")
         scope_id = request.query.get("scope_id")
         rules = [self._public(r) for r in self.rules
                  if (scope is None or r.get("scope") == scope) and (scope_id is None or r.get("scope_id") == scope_id)]
-        return _json(200, {"rules": rules, "count": len(rules)})
+        return admin_json({"rules": rules, "count": len(rules)})
 
     async def _get(self, request: web.Request) -> web.Response:
         rule = self._find(request.match_info["rule_id"])
         if rule is None:
-            return _error(404, f"routing rule {request.match_info['rule_id']!r} not found")
-        return _json(200, {"rule": self._public(rule)})
+            return admin_error(404, f"routing rule {request.match_info['rule_id']!r} not found")
+        return admin_json({"rule": self._public(rule)})
 
     async def _create(self, request: web.Request) -> web.Response:
         try:
-            body = await self._body(request)
+            body = await json_object_body(request)
             rule = normalize(body, "rule", providers=self.gateway.adapters)
         except RuleError as exc:
-            return _error(400, "invalid routing rule: " + "; ".join(exc.problems), exc.problems)
+            return admin_error(400, "invalid routing rule: " + "; ".join(exc.problems), exc.problems)
         rule["id"] = body["id"] if isinstance(body.get("id"), str) and body["id"] else str(uuid.uuid4())
         if self._find(rule["id"]) is not None:
-            return _error(400, f"a routing rule with id {rule['id']!r} exists")
+            return admin_error(400, f"a routing rule with id {rule['id']!r} exists")
         rule["name"] = rule["name"] or rule["id"]
         if any(r.get("name") == rule["name"] for r in self.rules):
-            return _error(400, f"a routing rule named {rule['name']!r} exists")
+            return admin_error(400, f"a routing rule named {rule['name']!r} exists")
         rule["created_at"] = rule["updated_at"] = _now()
         await self._write(self.store.put, rule)
-        return _json(200, {"message": "Routing rule created successfully", "rule": self._public(self._find(rule["id"]) or rule)})
+        return admin_json({"message": "Routing rule created successfully", "rule": self._public(self._find(rule["id"]) or rule)})
 
     async def _update(self, request: web.Request) -> web.Response:
         rule_id = request.match_info["rule_id"]
         current = self._find(rule_id)
         if current is None:
-            return _error(404, f"routing rule {rule_id!r} not found")
+            return admin_error(404, f"routing rule {rule_id!r} not found")
         try:
-            body = await self._body(request)
+            body = await json_object_body(request)
             merged = {k: v for k, v in current.items() if k not in ("id", "source", "created_at", "updated_at")}
             merged.update({k: v for k, v in body.items() if k not in ("id", "source", "created_at", "updated_at")})
             if "scope" in body and body["scope"] == "global":
@@ -345,22 +323,22 @@ class RoutingPlugin:
             rule = normalize(merged, "rule", providers=self.gateway.adapters,
                              default_priority=current.get("priority", 0))
         except RuleError as exc:
-            return _error(400, "invalid routing rule: " + "; ".join(exc.problems), exc.problems)
+            return admin_error(400, "invalid routing rule: " + "; ".join(exc.problems), exc.problems)
         rule["id"] = rule_id
         rule["name"] = rule["name"] or rule_id
         if any(r.get("name") == rule["name"] and r["id"] != rule_id for r in self.rules):
-            return _error(400, f"a routing rule named {rule['name']!r} exists")
+            return admin_error(400, f"a routing rule named {rule['name']!r} exists")
         rule["created_at"] = current.get("created_at") or _now()
         rule["updated_at"] = _now()
         await self._write(self.store.put, rule)
-        return _json(200, {"message": "Routing rule updated successfully", "rule": self._public(self._find(rule_id) or rule)})
+        return admin_json({"message": "Routing rule updated successfully", "rule": self._public(self._find(rule_id) or rule)})
 
     async def _delete(self, request: web.Request) -> web.Response:
         rule_id = request.match_info["rule_id"]
         if self._find(rule_id) is None:
-            return _error(404, f"routing rule {rule_id!r} not found")
+            return admin_error(404, f"routing rule {rule_id!r} not found")
         await self._write(self.store.delete, rule_id)
-        return _json(200, {"message": "Routing rule deleted successfully"})
+        return admin_json({"message": "Routing rule deleted successfully"})
 
     async def _write(self, fn, arg) -> None:
         """Persist, then reload and recompile: effective for the next request."""

@@ -230,7 +230,7 @@ class SemanticCachePlugin:
 
     @hookimpl
     def hookway_register_routes(self, router: Any, gateway: Any) -> None:
-        from hookway.app import admin_only
+        from hookway.admin import admin_only
 
         def answer(data: dict, status: int = 200) -> web.Response:
             return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
