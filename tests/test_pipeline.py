@@ -232,3 +232,49 @@ def test_a_replaced_provider_finishes_its_streams_before_closing(echo_gateway):
     while old in gw.gateway.retired_adapters and time.time() < deadline:
         time.sleep(0.05)
     assert old not in gw.gateway.retired_adapters and old.session.closed
+
+
+class StalledContentSink:
+    """Stores request content and stalls until released, so records pile up in the log queue."""
+
+    release = None   # a threading.Event, set by the test
+    records: list = []
+
+    @hookimpl
+    def hookway_configure(self, settings, gateway):
+        gateway.log_content = True
+
+    @hookimpl
+    async def hookway_log(self, records):
+        import asyncio
+        while not StalledContentSink.release.is_set():
+            await asyncio.sleep(0.01)
+        StalledContentSink.records.extend(records)
+
+
+def test_log_queue_is_bounded_by_content_bytes_as_well_as_count(echo_gateway):
+    import threading
+    StalledContentSink.release, StalledContentSink.records = threading.Event(), []
+    gw = echo_gateway(echo_config(server={"log_queue_bytes": 128 * 1024}, plugins={"stalled": {}}),
+                      {"stalled": StalledContentSink})
+    try:
+        # The first record goes to the stalled sink; the next ones wait in the queue.
+        assert post(gw, {"model": "e1/m", "prompt": "first"}).status_code == 200
+        deadline = time.monotonic() + 5
+        while gw.gateway.log_queue.items and time.monotonic() < deadline:
+            time.sleep(0.01)
+        big = "x" * (20 * 1024)
+        for i in range(5):   # each ~40 KiB (the prompt, and its echo) against 128 KiB: 3 fit
+            assert post(gw, {"model": "e1/m", "prompt": f"{i}{big}"}).status_code == 200
+        queue = gw.gateway.log_queue
+        assert (len(queue.items), queue.dropped) == (3, 2)
+        assert 120 * 1024 < queue.bytes <= 128 * 1024
+        for i in range(3):   # small records still fit beside them
+            assert post(gw, {"model": "e1/m", "prompt": f"small {i}"}).status_code == 200
+        assert (len(queue.items), queue.dropped) == (6, 2)
+    finally:
+        StalledContentSink.release.set()
+    gw.stop()
+    prompts = [r.request["prompt"][:7] for r in StalledContentSink.records]
+    assert prompts == ["first", "0" + "x" * 6, "1" + "x" * 6, "2" + "x" * 6, "small 0", "small 1", "small 2"]
+    assert queue.bytes == 0

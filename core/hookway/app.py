@@ -32,12 +32,18 @@ class LogQueue:
     """A bounded buffer of finished request records, drained in batches by a background task so
     sinks never slow a request down. When full, records are dropped and counted."""
 
-    def __init__(self, sinks: list[Callable], maxsize: int, batch: int = 500, interval: float = 0.05):
+    def __init__(self, sinks: list[Callable], maxsize: int, max_bytes: int = 256 * 1024 * 1024,
+                 batch: int = 500, interval: float = 0.05):
         self.sinks = sinks
         self.maxsize = maxsize
+        # Records carry request and response content when a sink logs it; a count alone would
+        # let a stalled sink hold 100,000 agent conversations in memory.
+        self.max_bytes = max_bytes
+        self.bytes = 0        # content bytes of the records waiting
         self.batch = batch
         self.interval = interval
         self.items: list[LogRecord] = []
+        self.sizes: list[int] = []
         self.dropped = 0      # records refused because the queue was full
         self.delivered = 0    # records handed to every sink
         self.failed = 0       # (record, sink) deliveries that raised
@@ -45,13 +51,17 @@ class LogQueue:
         self._task: asyncio.Task | None = None
         self._stopping = False
 
-    def put(self, record: LogRecord) -> None:
-        if len(self.items) >= self.maxsize:
+    def put(self, record: LogRecord, size: int = 0) -> None:
+        """Queue ``record``, whose logged content is ``size`` bytes, or drop it when full."""
+        if len(self.items) >= self.maxsize or (size and self.bytes + size > self.max_bytes):
             self.dropped += 1
             if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
-                log.warning("log_records_dropped", dropped=self.dropped, queue_size=self.maxsize)
+                log.warning("log_records_dropped", dropped=self.dropped, queue_size=self.maxsize,
+                            queue_bytes=self.max_bytes)
             return
         self.items.append(record)
+        self.sizes.append(size)
+        self.bytes += size
         if len(self.items) >= self.batch:
             self._wakeup.set()
 
@@ -79,6 +89,8 @@ class LogQueue:
     async def drain(self) -> None:
         while self.items:
             batch, self.items = self.items[:self.batch], self.items[self.batch:]
+            sizes, self.sizes = self.sizes[:self.batch], self.sizes[self.batch:]
+            self.bytes -= sum(sizes)
             await self._deliver(batch)
 
     def start(self) -> None:
@@ -153,7 +165,7 @@ class Gateway(Pipeline):
         _log_redactor[:] = [self.redactor]
         sinks = [fn for _, fn in self.plugins.impls("hookway_log", self.plugins.all_names)]
         if sinks:
-            self.log_queue = LogQueue(sinks, config.server.log_queue_size)
+            self.log_queue = LogQueue(sinks, config.server.log_queue_size, config.server.log_queue_bytes)
 
     def redactor(self) -> Redactor:
         """The :class:`Redactor` for the current secrets: every provider key value and the admin

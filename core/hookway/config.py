@@ -100,6 +100,7 @@ CORE_SCHEMA = {
                 "log_format": {"enum": ["json", "console"]},
                 "ping_interval_seconds": {"type": "number", "exclusiveMinimum": 0},
                 "log_queue_size": {"type": "integer", "minimum": 1},
+                "log_queue_bytes": {"type": "integer", "minimum": 1024},
                 "allow_anonymous": {"type": "boolean"},
                 "data_dir": {"type": "string"},
             },
@@ -124,7 +125,8 @@ class ServerConfig:
     log_level: str = "info"
     log_format: str = "console"
     ping_interval_seconds: float = 10.0
-    log_queue_size: int = 100_000
+    log_queue_size: int = 100_000         # records waiting for the log sinks, at most...
+    log_queue_bytes: int = 256 * 1024 * 1024   # ...and at most this much logged content (bodies)
     allow_anonymous: bool | None = None   # None: plugins decide (governance requires keys)
     data_dir: str = "data"                # plugins' embedded stores (SQLite files) live here
 

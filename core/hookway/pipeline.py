@@ -99,7 +99,7 @@ class RequestContext:
                  "usage", "response_headers", "started", "first_byte_at", "upstream_started",
                  "upstream_done", "status", "error", "attempt", "cache_hit", "cache_similarity",
                  "response", "passthrough", "collect", "stop_reason", "cost", "attempts",
-                 "fallback_index", "cache_status", "delivered")
+                 "fallback_index", "cache_status", "delivered", "body_size")
 
     def __init__(self, gateway, request, dialect, operation):
         self.id = new_request_id()
@@ -109,6 +109,7 @@ class RequestContext:
         self.dialect = dialect
         self.operation = operation
         self.body: dict = {}
+        self.body_size = 0             # bytes of the request body as received
         self.model: str | None = None
         self.stream = False
         self.identity: Any = None
@@ -151,6 +152,20 @@ class RequestContext:
     @property
     def parsed(self) -> bool:
         return self._ir is not None
+
+    def logged_content_size(self) -> int:
+        """Roughly how many bytes of content the log record holds (the request body as received,
+        the response's bytes or its blocks' text), for the log queue's bound."""
+        if not self.gateway.log_content:
+            return 0
+        raw = self.state.get("raw_response")
+        if raw:
+            return self.body_size + len(raw)
+        size = self.body_size
+        for block in (self.response.content if self.response is not None else ()):
+            for value in block.values():
+                size += len(value) if type(value) is str else len(orjson.dumps(value))
+        return size
 
     def log_record(self) -> LogRecord:
         ident = self.identity
@@ -252,6 +267,7 @@ class Pipeline:
         if not isinstance(body, dict):
             raise invalid("request body must be a JSON object")
         ctx.body = body
+        ctx.body_size = len(raw)
         ctx.model, ctx.stream = ctx.dialect.peek(body, ctx.operation)
 
     async def _auth(self, ctx: RequestContext) -> None:
@@ -604,7 +620,7 @@ class Pipeline:
                            provider=ctx.target.provider if ctx.target else None,
                            ms=round((time.perf_counter() - ctx.started) * 1000, 2))
         if self.log_queue is not None:
-            self.log_queue.put(ctx.log_record())
+            self.log_queue.put(ctx.log_record(), ctx.logged_content_size())
 
     # --- model names ---
 
