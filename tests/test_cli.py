@@ -40,6 +40,19 @@ def test_check_lists_every_problem_and_fails(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+def test_check_lists_core_and_plugin_settings_problems_in_one_run(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("server: {port: high}\n"
+                   "plugins: {openai: {}, logstore: {retention: soon}}\n"
+                   "bundles: {team-a: {logstore: {no_such_setting: 1}}}\n")
+    r = run("check", "--config", str(cfg))
+    assert r.returncode == 1
+    assert "3 problem(s)" in r.stderr, r.stderr
+    assert "server.port: expected integer" in r.stderr
+    assert "plugins.logstore.retention: " in r.stderr and "soon" in r.stderr
+    assert "bundles.team-a.logstore" in r.stderr and "no_such_setting" in r.stderr
+
+
 def test_check_accepts_a_good_config(tmp_path):
     cfg = tmp_path / "ok.json"
     cfg.write_text(json.dumps({"server": {"port": 9999}}))

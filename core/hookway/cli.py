@@ -21,7 +21,7 @@ from . import __version__
 from .admin import has_admin_routes, is_loopback
 from .app import Gateway, configure_logging
 from .config import ConfigError, load as load_config, read_file
-from .plugins import discover
+from .plugins import discover, settings_problems
 
 log = structlog.get_logger("hookway")
 
@@ -116,12 +116,22 @@ def _uninstalled_plugins(config_path: str) -> list[str]:
             for n in dict.fromkeys(names) if n not in installed]
 
 
+def _plugin_settings_problems(config_path: str) -> list[str]:
+    """Plugin settings that break their schemas, found even when the core config has problems,
+    so one run of ``check`` lists both."""
+    try:
+        return settings_problems(read_file(config_path))
+    except ConfigError:
+        return []
+
+
 def cmd_check(args) -> int:
     try:
         config, gateway, _app = _build(args.config, None, None)
     except ConfigError as exc:
         problems = list(exc.problems)
-        problems += [p for p in _uninstalled_plugins(args.config)
+        more = _uninstalled_plugins(args.config) + _plugin_settings_problems(args.config)
+        problems += [p for p in dict.fromkeys(more)
                      if not any(p.split(":")[0] == q.split(":")[0] for q in problems)]
         print(f"{args.config}: {len(problems)} problem(s)", file=sys.stderr)
         for problem in problems:

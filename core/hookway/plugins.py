@@ -220,6 +220,30 @@ def load(config: Config, gateway: Any, available: dict[str, Any] | None = None,
     return loaded
 
 
+def settings_problems(raw: dict, available: dict[str, Any] | None = None) -> list[str]:
+    """Each installed plugin's settings in a raw config checked against its schema, without
+    starting anything: lets ``hookway check`` report them beside the core's own problems."""
+    available = dict(available if available is not None else discover())
+    blocks = []
+    if isinstance(raw.get("plugins"), dict):
+        blocks += [(["plugins", n], n, v) for n, v in raw["plugins"].items()]
+    if isinstance(raw.get("bundles"), dict):
+        blocks += [(["bundles", b, n], n, v) for b, block in raw["bundles"].items()
+                   if isinstance(block, dict) for n, v in block.items()]
+    problems: list[str] = []
+    for prefix, name, settings in blocks:
+        if name not in available or not isinstance(settings, (dict, type(None))):
+            continue   # reported by the core schema or as not installed
+        try:
+            schema_of = getattr(_instantiate(available[name].load()), "hookway_config_schema", None)
+            schema = schema_of() if schema_of is not None else None
+        except Exception:   # a broken plugin is reported when the gateway loads it
+            continue
+        if schema:
+            problems += schema_problems(settings or {}, schema, prefix)
+    return problems
+
+
 def compile_table(loaded: LoadedPlugins, names: list[str]) -> HookTable:
     def fns(hook):
         return [fn for _, fn in loaded.impls(hook, names)]
