@@ -206,6 +206,10 @@ def test_middleware_wraps_the_request_and_stream_transforms_apply_per_event(echo
     gw = echo_gateway(echo_config(plugins={"timing": {}}), {"timing": Timing})
     r = post(gw, {"model": "e1/m", "prompt": "ab", "stream": True})
     assert r.text == 'data: {"delta":"B"}\n\ndata: {"delta":"A"}\n\ndata: [DONE]\n\n'
+    # The client can hold the whole stream before the server's handler has returned.
+    deadline = time.monotonic() + 5
+    while len(Timing.seen) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert Timing.seen == [("before", "e1/m"), ("after", 200)]
 
 
