@@ -167,6 +167,13 @@ class Gateway(Pipeline):
         if sinks:
             self.log_queue = LogQueue(sinks, config.server.log_queue_size, config.server.log_queue_bytes)
 
+    def dialect_of(self, request: web.Request, default):
+        """The dialect whose clients send headers like ``request``'s, else ``default``."""
+        for dialect in self.dialects.values():
+            if dialect is not default and dialect.recognizes(request.headers):
+                return dialect
+        return default
+
     def redactor(self) -> Redactor:
         """The :class:`Redactor` for the current secrets: every provider key value and the admin
         token. Rebuilt when providers change at run time."""

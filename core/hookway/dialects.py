@@ -39,6 +39,20 @@ class Dialect:
         (possibly empty). ``model`` is the name the client asked for."""
         raise NotImplementedError
 
+    def recognizes(self, headers) -> bool:
+        """Whether a request's headers show a client of this dialect (e.g. Anthropic SDKs always
+        send ``anthropic-version``). Used where one path serves several dialects: the root
+        ``GET /v1/models`` answers in the caller's shape."""
+        return False
+
+    def render_model_list(self, ids: list[str]) -> dict:
+        """The model list body for ``provider/model`` ids."""
+        return {"object": "list", "data": [self.render_model(i) for i in ids]}
+
+    def render_model(self, model_id: str) -> dict:
+        """One model's body."""
+        return {"id": model_id, "object": "model", "created": 0, "owned_by": model_id.split("/", 1)[0]}
+
     def render_error(self, error: GatewayError) -> tuple[int, dict]:
         """``(status, body)`` for an error answered before the stream started."""
         return error.status, {"error": {"message": error.message, "type": error.kind}}

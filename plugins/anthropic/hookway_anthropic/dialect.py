@@ -317,6 +317,18 @@ class AnthropicDialect(Dialect):
             kind = "api_error" if error.status >= 500 else "invalid_request_error"
         return {"type": "error", "error": {"type": kind, "message": error.message}}
 
+    def recognizes(self, headers) -> bool:
+        return "anthropic-version" in headers   # every Anthropic SDK and Claude Code send it
+
+    def render_model_list(self, ids: list[str]) -> dict:
+        return {"data": [self.render_model(i) for i in ids], "has_more": False,
+                "first_id": ids[0] if ids else None, "last_id": ids[-1] if ids else None}
+
+    def render_model(self, model_id: str) -> dict:
+        # The gateway knows no creation dates.
+        return {"type": "model", "id": model_id, "display_name": model_id,
+                "created_at": "1970-01-01T00:00:00Z"}
+
     def render_error(self, error: GatewayError) -> tuple[int, dict]:
         return error.status, self.error_json(error)
 

@@ -57,12 +57,17 @@ class AnthropicPlugin:
                 ids = await gateway.model_ids(ctx)
             except GatewayError as err:
                 return gateway.error_response(dialect, err)
-            # Anthropic's list shape; the gateway knows no creation dates.
-            data = [{"type": "model", "id": i, "display_name": i, "created_at": "1970-01-01T00:00:00Z"}
-                    for i in ids]
-            return web.json_response({"data": data, "has_more": False,
-                                      "first_id": ids[0] if ids else None,
-                                      "last_id": ids[-1] if ids else None})
+            return web.json_response(dialect.render_model_list(ids))
+
+        async def model(request: web.Request) -> web.Response:
+            wanted = request.match_info["model"]
+            try:
+                ctx = await gateway.authenticate(request, dialect)
+                if wanted not in await gateway.model_ids(ctx):
+                    raise GatewayError("not_found", f"model {wanted!r} not found", param="model")
+            except GatewayError as err:
+                return gateway.error_response(dialect, err)
+            return web.json_response(dialect.render_model(wanted))
 
         async def ok(request: web.Request) -> web.Response:
             # Claude Code probes HEAD / before its first request.
@@ -84,6 +89,7 @@ class AnthropicPlugin:
             router.add_post(prefix + "/messages", messages)
             router.add_post(prefix + "/messages/count_tokens", count_tokens)
         router.add_get("/anthropic/v1/models", models)
+        router.add_get("/anthropic/v1/models/{model:.+}", model)
         router.add_get("/anthropic", about)   # aiohttp answers HEAD /anthropic from it too
 
     async def _count(self, gateway, ctx) -> tuple[int, str]:

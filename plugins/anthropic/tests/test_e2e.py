@@ -253,6 +253,26 @@ def test_models_list(client, gateway):
     assert raw["has_more"] is False and raw["first_id"] == ids[0] and raw["last_id"] == ids[-1]
 
 
+def test_models_at_the_root_answer_in_the_callers_shape(gateway):
+    # ANTHROPIC_BASE_URL may be the gateway's root: the SDK then asks GET /v1/models, which the
+    # OpenAI SDK asks too. The anthropic-version header every Anthropic client sends tells them apart.
+    root = anthropic.Anthropic(base_url=gateway.url, api_key="k", max_retries=0)
+    page = root.models.list()
+    ids = [m.id for m in page.data]
+    assert "cerebras/llama-3.3-70b" in ids and all(m.type == "model" for m in page.data)
+    assert root.models.retrieve("cerebras/llama-3.3-70b").display_name == "cerebras/llama-3.3-70b"
+    missing = httpx.get(gateway.url + "/v1/models/nope/none", headers={"anthropic-version": "2023-06-01"})
+    assert missing.status_code == 404 and missing.json()["type"] == "error"
+    openai_page = openai.OpenAI(base_url=gateway.url + "/v1", api_key="k", max_retries=0).models.list()
+    assert [m.id for m in openai_page.data] == ids and all(m.object == "model" for m in openai_page.data)
+
+
+def test_model_by_id_under_the_anthropic_prefix(client):
+    assert client.models.retrieve("cerebras/gpt-oss-120b").id == "cerebras/gpt-oss-120b"
+    with pytest.raises(anthropic.NotFoundError):
+        client.models.retrieve("cerebras/none")
+
+
 def test_count_tokens_is_estimated_for_an_openai_provider(client, fake_upstream):
     result = client.messages.count_tokens(model=MODEL, messages=USER, tools=TOOLS, system="Be brief.")
     body = {"model": MODEL, "messages": USER, "tools": TOOLS, "system": "Be brief."}

@@ -96,10 +96,6 @@ def _unsupported(gateway, operation: str, model: str | None) -> GatewayError:
                         code="unsupported_operation")
 
 
-def _model_entry(model_id: str) -> dict:
-    return {"id": model_id, "object": "model", "created": 0, "owned_by": model_id.split("/", 1)[0]}
-
-
 class OpenAIPlugin:
     def __init__(self) -> None:
         self.dialect = OpenAIDialect()
@@ -151,24 +147,26 @@ class OpenAIPlugin:
             return handler
 
         async def list_models(request: web.Request) -> web.Response:
+            # The root path serves every SDK: an Anthropic client gets Anthropic's list shape.
+            caller = gateway.dialect_of(request, dialect) if request.path == "/v1/models" else dialect
             try:
-                ctx = await gateway.authenticate(request, dialect)
+                ctx = await gateway.authenticate(request, caller)
                 ids = await gateway.model_ids(ctx)
             except GatewayError as err:
-                return gateway.error_response(dialect, err)
-            return web.Response(body=orjson.dumps({"object": "list", "data": [_model_entry(i) for i in ids]}),
-                                content_type="application/json")
+                return gateway.error_response(caller, err)
+            return web.Response(body=orjson.dumps(caller.render_model_list(ids)), content_type="application/json")
 
         async def get_model(request: web.Request) -> web.Response:
             wanted = request.match_info["model"]
+            caller = gateway.dialect_of(request, dialect) if request.path.startswith("/v1/") else dialect
             try:
-                ctx = await gateway.authenticate(request, dialect)
+                ctx = await gateway.authenticate(request, caller)
                 ids = await gateway.model_ids(ctx)
                 if wanted not in ids:
                     raise GatewayError("not_found", f"model {wanted!r} not found", param="model")
             except GatewayError as err:
-                return gateway.error_response(dialect, err)
-            return web.Response(body=orjson.dumps(_model_entry(wanted)), content_type="application/json")
+                return gateway.error_response(caller, err)
+            return web.Response(body=orjson.dumps(caller.render_model(wanted)), content_type="application/json")
 
         for prefix in ("", "/openai"):
             for path, operation in OPERATIONS.items():
