@@ -273,6 +273,34 @@ def test_model_by_id_under_the_anthropic_prefix(client):
         client.models.retrieve("cerebras/none")
 
 
+@pytest.mark.parametrize("base", ["/anthropic", ""])
+def test_claude_code_model_discovery(gateway, base):
+    # Claude Code (CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY=1) asks GET <base>/v1/models?limit=1000
+    # with one credential header and a 3 s timeout; it reads data[].id (and display_name) and
+    # keeps only the ids that begin with "claude" or "anthropic".
+    r = httpx.get(gateway.url + base + "/v1/models", params={"limit": 1000},
+                  headers={"authorization": "Bearer sk-gateway-key"}, timeout=3, follow_redirects=False)
+    assert r.status_code == 200
+    ids = [m["id"] for m in r.json()["data"]]
+    assert "cerebras/gpt-oss-120b" in ids
+    picked = [i for i in ids if i.startswith(("claude", "anthropic"))]
+    assert picked == [i for i in ids if i.startswith("claude/")]   # a provider named "claude" shows
+
+
+def test_count_tokens_of_claude_code_keeps_beta_for_an_anthropic_provider(gateway, fake_anthropic):
+    # Claude Code counts with the SDK's beta.messages.countTokens: POST .../count_tokens?beta=true.
+    fake_anthropic.enqueue(fake_anthropic.Reply(count=99))
+    r = post_raw(gateway, "/v1/messages/count_tokens?beta=true",
+                 {"model": "claude/claude-opus-4-8", "messages": USER},
+                 headers={"anthropic-beta": "claude-code-20250219,context-management-2025-06-27",
+                          "anthropic-version": "2023-06-01"})
+    assert r.status_code == 200 and r.json() == {"input_tokens": 99}
+    assert r.headers["x-hookway-token-count"] == "provider"
+    seen = fake_anthropic.last
+    assert seen.path == "/v1/messages/count_tokens" and seen.query == {"beta": "true"}
+    assert seen.headers["anthropic-beta"] == "claude-code-20250219,context-management-2025-06-27"
+
+
 def test_count_tokens_is_estimated_for_an_openai_provider(client, fake_upstream):
     result = client.messages.count_tokens(model=MODEL, messages=USER, tools=TOOLS, system="Be brief.")
     body = {"model": MODEL, "messages": USER, "tools": TOOLS, "system": "Be brief."}

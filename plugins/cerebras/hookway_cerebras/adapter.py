@@ -5,8 +5,9 @@ Quirks (each applied in :meth:`CerebrasAdapter.prepare_body`, so on the pass-thr
 * ``user`` longer than 64 characters is refused by Cerebras: it is dropped (Claude Code's
   ``metadata.user_id`` is much longer).
 * ``reasoning_effort`` is sent as ``low``, ``medium`` or ``high``: other OpenAI values are mapped
-  to the nearest (``minimal`` -> ``low``, ``xhigh``/``max`` -> ``high``); ``none`` and unknown
-  values are dropped.
+  to the nearest (``minimal`` -> ``low``, ``xhigh``/``max`` -> ``high``); unknown values are
+  dropped, and ``none`` too except for the models that take it (:attr:`effort_none_models`:
+  zai-glm, qwen-3.8; gpt-oss refuses it).
 * Cerebras takes no reasoning token budget: a budget (``reasoning.max_tokens``,
   ``thinking.budget_tokens``...) is removed and, when no effort was given, turned into one.
 * Translated requests (Claude Code...) carry an effort only to the models that reason
@@ -14,11 +15,19 @@ Quirks (each applied in :meth:`CerebrasAdapter.prepare_body`, so on the pass-thr
   OpenAI client's own ``reasoning_effort`` on the pass-through is its choice and is kept
   (normalised as above).
 * System message content must be a string: a list of text parts is joined.
+* ``reasoning_content`` on assistant messages is refused (400 ``wrong_api_format``): removed.
+* No ``stream_options``: Cerebras puts usage on the last chunk of every stream unasked, and some
+  clients report a 422 for the field. A client's own ``stream_options`` is removed too.
+* A 429 carries no ``retry-after``: the one passed on comes from ``x-ratelimit-reset-tokens-minute``
+  (seconds until the per-minute token quota refills).
 * No embeddings, images, speech, transcription or batch: 400 ``unsupported_operation``. The
   Responses API is answered by translation to chat completions.
 """
 
 from __future__ import annotations
+
+import fnmatch
+import math
 
 from hookway_openai.adapter import OpenAIAdapter
 from hookway_openai.translate import effort_for_budget
@@ -46,21 +55,34 @@ class CerebrasAdapter(OpenAIAdapter):
     passthrough = frozenset({"chat", "completions"})
     budget_to_effort = True     # Cerebras takes reasoning_effort (gpt-oss and other reasoning models)
     reasoning_models = ("gpt-oss*", "qwen-3*", "zai-glm*")
+    # Models that take reasoning_effort "none" (reasoning off); gpt-oss takes only low/medium/high.
+    effort_none_models = ("zai-glm*", "qwen-3.8*")
+    usage_in_every_stream = True
 
     def prepare_body(self, body: dict, operation: str) -> dict:
         user = body.get("user")
         if isinstance(user, str) and len(user) > USER_MAX_CHARS:
             del body["user"]
+        body.pop("stream_options", None)
         if operation != "chat":
             return body
         self._reasoning(body)
         messages = body.get("messages")
-        if isinstance(messages, list) and any(_system_with_parts(m) for m in messages):
-            body["messages"] = [_flatten_system(m) if _system_with_parts(m) else m for m in messages]
+        if isinstance(messages, list) and any(_needs_rewrite(m) for m in messages):
+            body["messages"] = [_rewrite(m) if _needs_rewrite(m) else m for m in messages]
         return body
 
-    @staticmethod
-    def _reasoning(body: dict) -> None:
+    def retry_after(self, resp) -> str | None:
+        given = resp.headers.get("retry-after")
+        if given or resp.status != 429:
+            return given
+        try:
+            seconds = float(resp.headers.get("x-ratelimit-reset-tokens-minute", ""))
+        except ValueError:
+            return None
+        return str(max(math.ceil(seconds), 1)) if math.isfinite(seconds) and seconds >= 0 else None
+
+    def _reasoning(self, body: dict) -> None:
         effort = body.get("reasoning_effort")
         budget = None
         reasoning = body.pop("reasoning", None)        # OpenRouter style {"effort", "max_tokens"}
@@ -78,10 +100,33 @@ class CerebrasAdapter(OpenAIAdapter):
         if effort is None and budget is not None:
             effort = effort_for_budget(budget)
         mapped = EFFORTS.get(effort.lower()) if isinstance(effort, str) else None
+        if mapped is None and isinstance(effort, str) and effort.lower() == "none" \
+                and _matches(body.get("model"), self.effort_none_models):
+            mapped = "none"
         if mapped is None:
             body.pop("reasoning_effort", None)
         else:
             body["reasoning_effort"] = mapped
+
+
+def _matches(model, patterns: tuple[str, ...]) -> bool:
+    if not isinstance(model, str):
+        return False
+    name = model.lower()
+    tail = name.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(tail, p) for p in patterns)
+
+
+def _needs_rewrite(message) -> bool:
+    return _system_with_parts(message) or (isinstance(message, dict) and "reasoning_content" in message)
+
+
+def _rewrite(message: dict) -> dict:
+    """A new message (the client's is left as it was): system parts joined, reasoning_content
+    removed."""
+    if _system_with_parts(message):
+        message = _flatten_system(message)
+    return {k: v for k, v in message.items() if k != "reasoning_content"}
 
 
 def _system_with_parts(message) -> bool:

@@ -3,12 +3,14 @@ the pass-through and the translated path; what reached the upstream is asserted.
 
 from __future__ import annotations
 
+import anthropic
 import httpx
 import openai
+import orjson
 import pytest
 
 from hookway import hookimpl
-from hookway.testing import Reply
+from hookway.testing import RecordingSink, Reply
 
 LONG_USER = "user-" + "x" * 80
 
@@ -150,3 +152,92 @@ def test_unsupported_operations_name_the_provider_the_model_resolves_to(fake_ups
     r = httpx.post(gw.url + "/v1/audio/transcriptions", json={"model": "up/whisper-1"})
     assert r.status_code == 400 and "multipart/form-data" in r.json()["error"]["message"]
     assert fake_upstream.requests == []
+
+
+# --- streams, usage and errors as Cerebras sends them ----------------------------------------------
+
+def cerebras_stream(text: str, usage: dict) -> bytes:
+    """A stream shaped like Cerebras' own: usage (and time_info) on the finish chunk, no
+    usage-only chunk, whether or not usage was asked for."""
+    base = {"id": "chatcmpl-c1", "created": 1779147581, "model": "gpt-oss-120b",
+            "system_fingerprint": "fp_a33c042689e969567008", "object": "chat.completion.chunk"}
+    events = [{**base, "choices": [{"delta": {"role": "assistant"}, "index": 0}]},
+              {**base, "choices": [{"delta": {"content": text}, "index": 0}]},
+              {**base, "choices": [{"delta": {}, "finish_reason": "stop", "index": 0}], "usage": usage,
+               "time_info": {"queue_time": 0.003, "prompt_time": 0.01, "completion_time": 0.16}}]
+    return b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+
+
+CEREBRAS_USAGE = {"total_tokens": 426, "completion_tokens": 104, "prompt_tokens": 322,
+                  "prompt_tokens_details": {"cached_tokens": 256},
+                  "completion_tokens_details": {"reasoning_tokens": 97}}
+
+
+def cerebras_like(rec):
+    # Reported by clients: a stream request carrying stream_options is refused with a 422.
+    if "stream_options" in (rec.json or {}):
+        return Reply(status=422, raw=b'{"message":"stream_options is unsupported","type":"invalid_request_error",'
+                                     b'"param":"validation_error","code":"wrong_api_format"}')
+    return Reply(raw=cerebras_stream("Hello", CEREBRAS_USAGE), headers={"Content-Type": "text/event-stream"})
+
+
+@pytest.fixture(params=["passthrough", "translated"])
+def logged(request, fake_upstream, start_gateway):
+    cfg = {"plugins": {"openai": {}, "anthropic": {}, "cerebras": {}, "sink": {}},
+           "providers": {"cerebras": {"type": "cerebras", "keys": [{"value": "csk-test"}],
+                                      "network_config": {"base_url": fake_upstream.url}}}}
+    if request.param == "translated":
+        cfg["plugins"]["force_translate"] = {}
+    fake_upstream.responder = cerebras_like
+    return start_gateway(cfg, {"force_translate": ForceTranslate, "sink": RecordingSink}), request.param
+
+
+@pytest.mark.parametrize("asked", [False, True])
+def test_stream_usage_is_read_from_the_finish_chunk_and_no_stream_options_is_sent(logged, fake_upstream, asked):
+    gw, mode = logged
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
+    extra = {"stream_options": {"include_usage": True}} if asked else {}
+    chunks = list(client.chat.completions.create(model="cerebras/gpt-oss-120b", messages=USER, stream=True, **extra))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello"
+    assert "stream_options" not in fake_upstream.last.json
+    (record,) = RecordingSink.wait(1)
+    # OpenAI's convention: prompt_tokens include the cached ones; canonical input excludes them.
+    assert (record.input_tokens, record.cached_tokens, record.output_tokens) == (66, 256, 104)
+    assert record.status == 200 and record.passthrough == (mode == "passthrough")
+
+
+def test_claude_code_stream_gets_the_usage_of_the_finish_chunk(logged, fake_upstream):
+    gw, _ = logged
+    client = anthropic.Anthropic(base_url=gw.url + "/anthropic", api_key="k", max_retries=0)
+    with client.messages.stream(model="cerebras/gpt-oss-120b", max_tokens=100,
+                                messages=[{"role": "user", "content": "hi"}]) as stream:
+        message = stream.get_final_message()
+    assert message.content[0].text == "Hello"
+    assert (message.usage.input_tokens, message.usage.cache_read_input_tokens, message.usage.output_tokens) \
+        == (66, 256, 104)
+    assert "stream_options" not in fake_upstream.last.json
+
+
+def test_a_429_passes_on_a_retry_after_from_the_token_quota_reset(client, fake_upstream):
+    fake_upstream.enqueue(Reply(status=429, headers={"x-ratelimit-reset-tokens-minute": "11.382867097854614",
+                                                     "x-ratelimit-remaining-tokens-minute": "0"},
+                                raw=b'{"message":"Tokens per minute limit exceeded - too many tokens processed.",'
+                                    b'"type":"too_many_requests_error","param":"quota","code":"token_quota_exceeded"}'))
+    with pytest.raises(openai.RateLimitError) as exc:
+        client.chat.completions.create(model="cerebras/gpt-oss-120b", messages=USER)
+    assert exc.value.response.headers["retry-after"] == "12"
+    assert "Tokens per minute limit exceeded" in exc.value.body["message"]
+
+
+def test_reasoning_content_of_earlier_turns_is_not_sent(client, fake_upstream):
+    history = [{"role": "user", "content": "2+2?"},
+               {"role": "assistant", "content": "4", "reasoning_content": "two and two"},
+               {"role": "user", "content": "and 3+3?"}]
+    client.chat.completions.create(model="cerebras/gpt-oss-120b", messages=history)
+    assert [m.get("reasoning_content") for m in fake_upstream.last.json["messages"]] == [None, None, None]
+    assert fake_upstream.last.json["messages"][1]["content"] == "4"
+
+
+def test_effort_none_reaches_a_model_that_takes_it(client, fake_upstream):
+    client.chat.completions.create(model="cerebras/zai-glm-4.7", messages=USER, reasoning_effort="none")
+    assert fake_upstream.last.json["reasoning_effort"] == "none"

@@ -76,8 +76,7 @@ def test_translated_body_from_an_anthropic_style_request(adapter):
     body = adapter.build_body(req, Target("cerebras", "gpt-oss-120b"), stream=True)
     assert body == {"model": "gpt-oss-120b",
                     "messages": [{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}],
-                    "max_completion_tokens": 64000, "reasoning_effort": "medium", "stream": True,
-                    "stream_options": {"include_usage": True}}
+                    "max_completion_tokens": 64000, "reasoning_effort": "medium", "stream": True}
 
 
 def test_translated_body_effort_beats_budget(adapter):
@@ -114,3 +113,48 @@ def test_reasoning_models_setting_overrides():
     req = ir.Request(model="m", messages=[], reasoning_effort="low")
     assert adapter.build_body(req, Target("c", "llama-4-maverick"), stream=False)["reasoning_effort"] == "low"
     assert "reasoning_effort" not in adapter.build_body(req, Target("c", "gpt-oss-120b"), stream=False)
+
+
+@pytest.mark.parametrize("op", ["chat", "completions"])
+def test_no_stream_options_is_sent(adapter, op):
+    # Usage comes on the last chunk of every Cerebras stream; the field itself is reported to
+    # be refused (422), so even a client's own is removed.
+    body = adapter.prepare_body({"stream": True, "stream_options": {"include_usage": True}, "messages": []}, op)
+    assert "stream_options" not in body
+    assert adapter.usage_in_every_stream
+    req = ir.Request(model="m", messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}]}])
+    assert "stream_options" not in adapter.build_body(req, Target("cerebras", "gpt-oss-120b"), stream=True)
+
+
+def test_reasoning_content_removed_from_assistant_messages(adapter):
+    # Cerebras: "messages.2.assistant.reasoning_content: property ... is unsupported" (400).
+    turn = {"role": "assistant", "content": "4", "reasoning_content": "2+2"}
+    original = {"messages": [{"role": "user", "content": "2+2?"}, turn, {"role": "user", "content": "ok"}]}
+    body = adapter.prepare_body(dict(original), "chat")
+    assert body["messages"][1] == {"role": "assistant", "content": "4"}
+    assert body["messages"][0] is original["messages"][0]
+    assert turn["reasoning_content"] == "2+2"      # the client's message is left as it was
+
+
+@pytest.mark.parametrize("model,sent", [("zai-glm-4.7", "none"), ("qwen-3.8-27b", "none"),
+                                        ("gpt-oss-120b", None), ("llama-3.3-70b", None)])
+def test_effort_none_kept_only_for_models_that_take_it(adapter, model, sent):
+    body = adapter.prepare_body({"model": model, "messages": [], "reasoning_effort": "none"}, "chat")
+    assert body.get("reasoning_effort") == sent
+
+
+class _Resp:
+    def __init__(self, status, headers):
+        self.status, self.headers = status, headers
+
+
+@pytest.mark.parametrize("status,headers,expected", [
+    (429, {"x-ratelimit-reset-tokens-minute": "11.382867097854614"}, "12"),
+    (429, {"x-ratelimit-reset-tokens-minute": "0.2"}, "1"),
+    (429, {"retry-after": "3", "x-ratelimit-reset-tokens-minute": "40"}, "3"),   # a given one wins
+    (429, {"x-ratelimit-reset-tokens-minute": "soon"}, None),
+    (429, {}, None),
+    (500, {"x-ratelimit-reset-tokens-minute": "11"}, None),
+])
+def test_retry_after_of_a_429_comes_from_the_token_quota_reset(adapter, status, headers, expected):
+    assert adapter.retry_after(_Resp(status, headers)) == expected

@@ -35,20 +35,33 @@ class Price:
                 + usage.cache_creation_input_tokens * write) / 1_000_000
 
 
-# USD per million tokens, as published by the providers when this table was written. Override any
-# of them under `pricing:` in the plugin's settings.
+# USD per million tokens, as published by the providers when this table was written (checked
+# November 2026; sources in the plugin README). Override any of them under `pricing:` in the
+# plugin's settings. A glob must come after the more specific globs it would also match: within
+# the table, exact names are looked up first, then globs in the order written here.
 DEFAULT_PRICES: dict[str, Price] = {
-    "cerebras/llama-3.3-70b": Price(0.85, 1.20),
+    # Cerebras publishes no cached-input price: cached tokens are priced as input.
+    # gpt-oss-120b: $0.35/$0.75 (LiteLLM's table, Cerebras' pricing page as cited by Braintrust's
+    # proxy); models.dev lists $0.25/$0.69. The table keeps the first.
     "cerebras/gpt-oss-120b": Price(0.35, 0.75),
+    # qwen-3.8-27b: one source only (LiteLLM's table); not confirmed on Cerebras' own pages.
+    "cerebras/qwen-3.8-27b": Price(0.99, 1.49),
+    "cerebras/zai-glm-4.7": Price(2.25, 2.75),
+    # Deprecated by Cerebras (llama-3.3-70b and qwen-3-32b on 2026-02-16; llama3.1-8b and
+    # qwen-3-235b-a22b-instruct-2507 off on 2026-05-27), kept for older logs and configs.
+    "cerebras/llama-3.3-70b": Price(0.85, 1.20),
     "cerebras/qwen-3-32b": Price(0.40, 0.80),
-    "cerebras/llama-3.1-8b": Price(0.10, 0.10),
+    "cerebras/qwen-3-235b-a22b-instruct-2507": Price(0.60, 1.20),
+    "cerebras/llama3.1-8b": Price(0.10, 0.10),      # Cerebras' id has no dash after "llama"
     "openai/gpt-4.1": Price(2.00, 8.00, 0.50),
     "openai/gpt-4.1-2025-*": Price(2.00, 8.00, 0.50),
     "openai/gpt-4.1-mini*": Price(0.40, 1.60, 0.10),
     "openai/gpt-4.1-nano*": Price(0.10, 0.40, 0.025),
     "openai/gpt-4o-mini*": Price(0.15, 0.60, 0.075),
     "openai/gpt-4o": Price(2.50, 10.00, 1.25),
+    "openai/gpt-4o-2024-05-13": Price(5.00, 15.00),   # the first gpt-4o snapshot: $5/$15, no cache price
     "openai/gpt-4o-2024-*": Price(2.50, 10.00, 1.25),
+    # Sonnet 4 and 4.5 cost $6/$22.50 for prompts over 200k tokens; this table has one tier.
     "anthropic/claude-sonnet-4*": Price(3.00, 15.00, 0.30, 3.75),
     # Opus 4.5 and later are priced $5/$25; only Opus 4 and 4.1 (claude-opus-4-0, -4-1,
     # claude-opus-4-20250514, claude-opus-4-1-20250805) cost $15/$75.
@@ -62,6 +75,20 @@ DEFAULT_PRICES: dict[str, Price] = {
     "anthropic/claude-opus-4*": Price(5.00, 25.00, 0.50, 6.25),      # later Opus 4.x: as 4.5+
     "anthropic/claude-haiku-4*": Price(1.00, 5.00, 0.10, 1.25),
     "anthropic/claude-3-5-haiku*": Price(0.80, 4.00, 0.08, 1.00),
+    # The Claude 5 family. Cache writes are the 5-minute price (1-hour writes cost more).
+    "anthropic/claude-opus-5-5*": Price(4.00, 20.00, 0.20, 5.00),
+    "anthropic/claude-opus-5*": Price(5.00, 25.00, 0.50, 6.25),
+    # Sonnet 5.5 cache reads: $0.10 since 2026-10-07 (several price trackers citing Anthropic's
+    # page); the stored copy of Anthropic's Sonnet 5.5 page still shows $0.20.
+    "anthropic/claude-sonnet-5-5*": Price(2.00, 10.00, 0.10, 2.50),
+    "anthropic/claude-sonnet-5*": Price(2.00, 10.00, 0.20, 2.50),
+    # Haiku 5.5 is priced by prompt length: these are the rates up to 100,000 prompt tokens;
+    # longer prompts cost 5x on every token of the request (underestimated here).
+    "anthropic/claude-haiku-5-5*": Price(0.10, 0.50, 0.01, 0.125),
+    "anthropic/claude-fable-5-1*": Price(10.00, 50.00, 0.25, 12.50),
+    "anthropic/claude-fable-5*": Price(10.00, 50.00, 1.00, 12.50),
+    "anthropic/claude-mythos-5-1*": Price(10.00, 50.00, 0.25, 12.50),
+    "anthropic/claude-mythos-5*": Price(10.00, 50.00, 1.00, 12.50),
 }
 
 PRICE_SCHEMA = {

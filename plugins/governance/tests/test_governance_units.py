@@ -53,7 +53,8 @@ def test_prices_overrides_types_globs_and_cache_tokens():
     assert p.price("my-anthropic", "anthropic", "claude-sonnet-4-6").input == 3.0      # by provider type
     assert p.price("my-anthropic", "anthropic", "claude-opus-4-6").output == 25.0
     assert p.price("my-anthropic", "anthropic", "claude-opus-4-1-20250805").output == 75.0
-    assert p.price("cerebras", "cerebras", "llama-3.1-8b") == Price(0.10, 0.10)
+    assert p.price("cerebras", "cerebras", "llama3.1-8b") == Price(0.10, 0.10)      # Cerebras' own id
+    assert p.price("cerebras", "cerebras", "llama-3.1-8b") is None                  # not a Cerebras id
     assert p.price("my-anthropic", "anthropic", "claude-haiku-4-5").input == 1.0
     assert p.price("x", "openai", "custom-model") == Price(10, 20)
     assert p.price("x", "openai", "gpt-4.1").cached_input == 0.5
@@ -80,6 +81,33 @@ def test_opus_4_5_and_later_are_priced_5_25_opus_4_and_4_1_are_15_75(model, pric
     assert p.price("anthropic", "anthropic", model) == price
     usage = ir.Usage(input_tokens=1_000_000, output_tokens=1_000_000)
     assert p.cost("anthropic", "anthropic", model, usage) == pytest.approx(price.input + price.output)
+
+
+@pytest.mark.parametrize("model,price", [
+    ("gpt-4o-2024-05-13", Price(5.00, 15.00)),            # the first snapshot kept its launch price
+    ("gpt-4o-2024-08-06", Price(2.50, 10.00, 1.25)), ("gpt-4o-2024-11-20", Price(2.50, 10.00, 1.25)),
+    ("gpt-4o", Price(2.50, 10.00, 1.25)), ("gpt-4o-mini-2024-07-18", Price(0.15, 0.60, 0.075)),
+])
+def test_gpt_4o_snapshots(model, price):
+    assert Pricing().price("openai", "openai", model) == price
+
+
+@pytest.mark.parametrize("model,price", [
+    ("claude-opus-5-5", Price(4.00, 20.00, 0.20, 5.00)), ("claude-opus-5", Price(5.00, 25.00, 0.50, 6.25)),
+    ("claude-sonnet-5-5", Price(2.00, 10.00, 0.10, 2.50)), ("claude-sonnet-5", Price(2.00, 10.00, 0.20, 2.50)),
+    ("claude-haiku-5-5", Price(0.10, 0.50, 0.01, 0.125)),
+    ("claude-fable-5-1", Price(10.00, 50.00, 0.25, 12.50)), ("claude-fable-5", Price(10.00, 50.00, 1.00, 12.50)),
+    ("claude-mythos-5-1", Price(10.00, 50.00, 0.25, 12.50)), ("claude-mythos-5", Price(10.00, 50.00, 1.00, 12.50)),
+])
+def test_claude_5_family_point_releases_are_not_priced_as_their_base(model, price):
+    assert Pricing().price("anthropic", "anthropic", model) == price
+
+
+def test_current_cerebras_models_are_priced():
+    p = Pricing()
+    assert p.price("cerebras", "cerebras", "zai-glm-4.7") == Price(2.25, 2.75)
+    assert p.price("cerebras", "cerebras", "qwen-3-235b-a22b-instruct-2507") == Price(0.60, 1.20)
+    assert p.price("cerebras", "cerebras", "qwen-3.8-27b") == Price(0.99, 1.49)
 
 
 def test_key_headers_prefer_a_hookway_key():

@@ -66,6 +66,9 @@ class OpenAIAdapter(ProviderAdapter):
     budget_to_effort = False            # a thinking budget becomes reasoning_effort (only where taken)
     keep_thinking = False               # send earlier reasoning back as reasoning_content
     max_tokens_field = "max_completion_tokens"
+    # The upstream puts usage on the last chunk of every stream unasked (Cerebras): no
+    # stream_options is added to pass-through streams, and none is needed to read the usage.
+    usage_in_every_stream = False
     models_ttl = 300.0                  # seconds a GET /models answer is reused
     # Models that take ``reasoning_effort`` (globs, case-insensitive, matched against the upstream
     # model name and against its last ``/`` segment). A translated request carries an effort only
@@ -179,11 +182,14 @@ class OpenAIAdapter(ProviderAdapter):
         finally:
             resp.release()
         message, param, code = error_message(raw, resp.reason or f"HTTP {resp.status}")
-        err = upstream_error(resp.status, message, provider=self.name,
-                             retry_after=resp.headers.get("retry-after"))
+        err = upstream_error(resp.status, message, provider=self.name, retry_after=self.retry_after(resp))
         err.param = param
         err.code = code
         return err
+
+    def retry_after(self, resp: aiohttp.ClientResponse) -> str | None:
+        """The ``retry-after`` to pass on with an upstream error (subclasses may derive one)."""
+        return resp.headers.get("retry-after")
 
     # --- pass-through ---
 
@@ -192,7 +198,8 @@ class OpenAIAdapter(ProviderAdapter):
             raise self.unsupported(operation)
         body = self.prepare_body(body, operation)   # the core hands over a fresh copy
         injected = False
-        if body.get("stream") is True and operation in ("chat", "completions"):
+        if (body.get("stream") is True and operation in ("chat", "completions")
+                and not self.usage_in_every_stream):
             # Usage is needed for logs, budgets and limits even when the client did not ask for it:
             # ask the upstream, and remove the extra chunk before it reaches the client.
             options = body.get("stream_options")
