@@ -55,17 +55,40 @@ class GatewayError(Exception):
         return f"GatewayError({self.kind!r}, {self.message!r}, status={self.status})"
 
 
-def upstream_error(status: int, message: str, *, provider: str, retry_after: str | None = None) -> GatewayError:
+# ``GatewayError.code`` of a request longer than the model's context window, whatever the provider
+# called it. Dialects word it so their clients recognise it: Claude Code compacts the conversation
+# on Anthropic's "prompt is too long", OpenAI clients look for this code.
+CONTEXT_OVERFLOW = "context_length_exceeded"
+
+# How providers say it (OpenAI, Anthropic, Cerebras, vLLM, llama.cpp...), lower-cased.
+_CONTEXT_OVERFLOW_PHRASES = ("context_length_exceeded", "prompt is too long", "maximum context length",
+                             "context length", "context window", "reduce the length of the messages",
+                             "exceed context limit", "exceeds the context")
+
+
+def is_context_overflow(status: int, message: str) -> bool:
+    if status not in (400, 413, 422):   # a 429 "too many tokens" is a rate limit, not this
+        return False
+    text = message.lower()
+    return any(phrase in text for phrase in _CONTEXT_OVERFLOW_PHRASES)
+
+
+def upstream_error(status: int, message: str, *, provider: str, retry_after: str | None = None,
+                   code: str | None = None) -> GatewayError:
     """An error answer relayed from a provider, keeping its status class.
 
     Statuses the caller could not act on (e.g. 401 from the provider = our key is wrong) are kept as
-    they are: the client sees the provider's verdict, named as such."""
+    they are: the client sees the provider's verdict, named as such. A context-window overflow
+    gets the code :data:`CONTEXT_OVERFLOW`, however the provider worded it."""
     if status in _KIND_OF_STATUS:
         kind = _KIND_OF_STATUS[status]
     else:
         kind = "api_error" if status >= 500 else "invalid_request"
     headers = {"retry-after": retry_after} if retry_after else None
-    return GatewayError(kind, f"{provider}: {message}", status=status, headers=headers, provider=provider)
+    if is_context_overflow(status, message):
+        code = CONTEXT_OVERFLOW
+    return GatewayError(kind, f"{provider}: {message}", status=status, headers=headers, provider=provider,
+                        code=code)
 
 
 def invalid(message: str, param: str | None = None) -> GatewayError:

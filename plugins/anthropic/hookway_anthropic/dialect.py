@@ -16,7 +16,7 @@ import orjson
 
 from hookway import ir
 from hookway.dialects import Dialect
-from hookway.errors import GatewayError, invalid
+from hookway.errors import CONTEXT_OVERFLOW, GatewayError, invalid
 from hookway.sse import SSEParser, frame
 
 from .adapter import EventReader, response_from_message
@@ -315,7 +315,11 @@ class AnthropicDialect(Dialect):
         kind = ERROR_TYPES.get(error.kind)
         if kind is None:
             kind = "api_error" if error.status >= 500 else "invalid_request_error"
-        return {"type": "error", "error": {"type": kind, "message": error.message}}
+        message = error.message
+        if error.code == CONTEXT_OVERFLOW and "prompt is too long" not in message.lower():
+            # Claude Code recognises Anthropic's wording and compacts the conversation.
+            message = "prompt is too long: " + message
+        return {"type": "error", "error": {"type": kind, "message": message}}
 
     def recognizes(self, headers) -> bool:
         return "anthropic-version" in headers   # every Anthropic SDK and Claude Code send it

@@ -157,6 +157,37 @@ def test_upstream_429_is_rate_limit_error(client, fake_upstream):
     assert exc.value.response.headers["retry-after"] == "3"
 
 
+def test_a_context_overflow_is_worded_as_anthropic_words_it(client, fake_upstream):
+    # Cerebras' wording; Claude Code compacts the conversation on Anthropic's "prompt is too long".
+    fake_upstream.enqueue(Reply(raw=orjson.dumps({
+        "message": "Please reduce the length of the messages or completion.", "type": "invalid_request_error",
+        "param": "messages", "code": "context_length_exceeded"}), status=400))
+    with pytest.raises(anthropic.BadRequestError) as exc:
+        client.messages.create(model=MODEL, max_tokens=10, messages=USER, stream=True)
+    error = exc.value.body["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["message"].startswith("prompt is too long: ")
+    assert "Please reduce the length of the messages" in error["message"]
+
+
+def test_an_anthropic_context_overflow_reaches_an_openai_client_with_its_code(gateway, fake_anthropic):
+    fake_anthropic.enqueue(fake_anthropic.Reply(status=400, error_type="invalid_request_error",
+                                                error="prompt is too long: 210118 tokens > 200000 maximum"))
+    oai = openai.OpenAI(base_url=gateway.url + "/v1", api_key="sk-gateway-key", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as exc:
+        oai.chat.completions.create(model="claude/claude-sonnet-4-5", messages=[{"role": "user", "content": "hi"}])
+    assert exc.value.code == "context_length_exceeded"
+    assert "210118 tokens > 200000 maximum" in exc.value.message
+
+
+def test_a_rate_limit_about_tokens_is_not_a_context_overflow(client, fake_upstream):
+    fake_upstream.enqueue(Reply(status=429, error="Too many tokens per minute; reduce the length of the messages",
+                                error_type="rate_limit_exceeded"))
+    with pytest.raises(anthropic.RateLimitError) as exc:
+        client.messages.create(model=MODEL, max_tokens=10, messages=USER)
+    assert not exc.value.body["error"]["message"].startswith("prompt is too long")
+
+
 def test_upstream_500_stays_5xx(client, fake_upstream):
     fake_upstream.enqueue(Reply(status=500, error="boom"))
     with pytest.raises(anthropic.InternalServerError) as exc:

@@ -182,9 +182,9 @@ class OpenAIAdapter(ProviderAdapter):
         finally:
             resp.release()
         message, param, code = error_message(raw, resp.reason or f"HTTP {resp.status}")
-        err = upstream_error(resp.status, message, provider=self.name, retry_after=self.retry_after(resp))
+        err = upstream_error(resp.status, message, provider=self.name, retry_after=self.retry_after(resp),
+                             code=code)
         err.param = param
-        err.code = code
         return err
 
     def retry_after(self, resp: aiohttp.ClientResponse) -> str | None:
