@@ -232,3 +232,18 @@ def test_a_replaced_provider_finishes_its_streams_before_closing(echo_gateway):
     while old in gw.gateway.retired_adapters and time.time() < deadline:
         time.sleep(0.05)
     assert old not in gw.gateway.retired_adapters and old.session.closed
+
+
+def test_a_forked_worker_draws_its_own_request_id_prefix():
+    """`hookway serve --workers N` forks after the pipeline is imported; ids must not collide."""
+    import multiprocessing
+
+    from hookway import pipeline
+    mine = pipeline.new_request_id()
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=lambda: send.send(pipeline.new_request_id()))
+    child.start()
+    theirs = receive.recv()
+    child.join()
+    assert theirs[:16] != mine[:16]
