@@ -133,3 +133,12 @@ def test_serve_on_a_port_in_use_says_so_without_a_traceback(tmp_path):
         r = run("serve", "--config", str(cfg))
     assert r.returncode == 2
     assert f"cannot serve on 127.0.0.1:{port}" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_workers_flag_reaches_the_config_plugins_read(tmp_path):
+    """Plugins read server.workers (governance decides in its database when it is > 1)."""
+    from hookway.cli import _build
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("server: {workers: 1}\n")
+    assert _build(str(cfg), None, None, 3)[0].server.workers == 3
+    assert _build(str(cfg), None, None)[0].server.workers == 1

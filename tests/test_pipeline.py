@@ -282,3 +282,18 @@ def test_log_queue_is_bounded_by_content_bytes_as_well_as_count(echo_gateway):
     prompts = [r.request["prompt"][:7] for r in StalledContentSink.records]
     assert prompts == ["first", "0" + "x" * 6, "1" + "x" * 6, "2" + "x" * 6, "small 0", "small 1", "small 2"]
     assert queue.bytes == 0
+
+
+def test_a_forked_worker_draws_its_own_request_id_prefix():
+    """`hookway serve --workers N` forks after the pipeline is imported; ids must not collide."""
+    import multiprocessing
+
+    from hookway import pipeline
+    mine = pipeline.new_request_id()
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=lambda: send.send(pipeline.new_request_id()))
+    child.start()
+    theirs = receive.recv()
+    child.join()
+    assert theirs[:16] != mine[:16]

@@ -90,3 +90,19 @@ def test_bundles_get_their_own_instances_and_tables():
     assert lp.instances["cache@team-a"].ttl == 2
     assert lp.tables[None].route is None
     assert asyncio.run(lp.tables["team-a"].route(None)) == ["answer"]
+
+
+class Transforms:
+    seen: list = []
+
+    @hookimpl
+    async def hookway_transform_request(self, ctx, target):
+        Transforms.seen.append((ctx, target))
+
+
+def test_one_async_implementation_is_called_without_a_wrapper():
+    lp = loaded({"t": {}}, {"t": Transforms})
+    transform = lp.tables[None].transform_request
+    assert transform == lp.instances["t"].hookway_transform_request
+    asyncio.run(transform("ctx", "target"))
+    assert Transforms.seen == [("ctx", "target")]

@@ -34,12 +34,14 @@ def _new_loop():
     return uvloop.new_event_loop(), "uvloop"
 
 
-def _build(config_path: str, host: str | None, port: int | None):
+def _build(config_path: str, host: str | None, port: int | None, workers: int | None = None):
     config = load_config(config_path)
     if host is not None:
         config.server.host = host
     if port is not None:
         config.server.port = port
+    if workers is not None:   # plugins read it (governance checks in its database when > 1)
+        config.server.workers = workers
     gateway = Gateway(config)
     app = gateway.build_app()
     if has_admin_routes(app) and not config.server.admin_token and not is_loopback(config.server.host):
@@ -50,10 +52,10 @@ def _build(config_path: str, host: str | None, port: int | None):
 
 
 def _serve_one(config_path: str, host: str | None, port: int | None, reuse_port: bool,
-               built=None) -> int:
+               built=None, workers: int | None = None) -> int:
     from aiohttp import web
     try:
-        config, gateway, app = built or _build(config_path, host, port)
+        config, gateway, app = built or _build(config_path, host, port, workers)
     except ConfigError as exc:
         print(f"hookway: {exc}", file=sys.stderr)
         return 2
@@ -77,7 +79,7 @@ def _serve_one(config_path: str, host: str | None, port: int | None, reuse_port:
 
 def cmd_serve(args) -> int:
     try:  # validate once up front so a bad config fails fast with one message
-        built = _build(args.config, args.host, args.port)
+        built = _build(args.config, args.host, args.port, args.workers)
     except ConfigError as exc:
         print(f"hookway: {exc}", file=sys.stderr)
         return 2
@@ -86,7 +88,8 @@ def cmd_serve(args) -> int:
         return _serve_one(args.config, args.host, args.port, reuse_port=False, built=built)
     # Each worker builds its own gateway after the fork (its own sessions, stores and loop).
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_serve_one, args=(args.config, args.host, args.port, True), daemon=False)
+    procs = [ctx.Process(target=_serve_one, args=(args.config, args.host, args.port, True, None, workers),
+                         daemon=False)
              for _ in range(workers)]
     for p in procs:
         p.start()

@@ -83,8 +83,15 @@ class LogRecord:
 
 # Request ids: a random per-process prefix and a counter; unique across workers and restarts, and
 # cheaper than uuid4 per request.
-_ID_PREFIX = os.urandom(8).hex()
-_id_counter = itertools.count(1)
+def _new_id_prefix() -> None:
+    global _ID_PREFIX, _id_counter
+    _ID_PREFIX = os.urandom(8).hex()
+    _id_counter = itertools.count(1)
+
+
+_new_id_prefix()
+# `hookway serve --workers N` forks after this module is imported: each worker draws its own prefix.
+os.register_at_fork(after_in_child=_new_id_prefix)
 
 
 def new_request_id() -> str:

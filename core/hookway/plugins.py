@@ -53,6 +53,8 @@ def _all(fns: list[Callable]) -> Callable | None:
     if not fns:
         return None
     pairs = tuple((f, inspect.iscoroutinefunction(f)) for f in fns)
+    if len(pairs) == 1 and pairs[0][1]:
+        return pairs[0][0]     # one async implementation: no wrapper around it
 
     async def call(*args):
         for f, is_async in pairs:

@@ -9,6 +9,10 @@ it was reached, and every later request is refused.
 Counters (spend, requests, tokens) are persisted by :mod:`hookway_governance.store` as *deltas*:
 ``pending`` collects what this process charged since its last flush, keyed by window, so several
 processes sharing the database add up instead of overwriting one another.
+
+With several processes the rules (:class:`Limits`) run against the database's counters instead,
+one transaction at a time (:mod:`hookway_governance.shared`); the engine then keeps the entities
+and a copy of the counters.
 """
 
 from __future__ import annotations
@@ -59,7 +63,103 @@ class Ticket:
         self.rules: dict = {}     # provider name -> ProviderRule used for it
 
 
-class Engine:
+class Limits:
+    """The rules: which budgets and limits a request must pass, what it counts and what it is
+    charged. Where the counters live is up to a subclass: :class:`Engine` keeps them in memory;
+    :class:`hookway_governance.shared.DatabaseCounters` reads and writes them inside one database
+    transaction, so the same rules hold across processes."""
+
+    def counter(self, cid: str, now: float) -> Counter:
+        raise NotImplementedError
+
+    def charge(self, cid: str, amount: float, now: float) -> None:
+        raise NotImplementedError
+
+    def _check_budgets(self, budgets: list[Budget], what: str, now: float) -> None:
+        for b in budgets:
+            c = self.counter(b.id, now)
+            if c.usage >= b.max_limit:
+                when = (f"resets in {periods.human(c.end - now)}" if c.end != FOREVER else "does not reset")
+                raise GatewayError("billing", f"budget exceeded for {what}: ${c.usage:.4f} spent of "
+                                   f"${b.max_limit:.2f} per {b.reset_duration or 'lifetime'} ({when})",
+                                   code="budget_exceeded")
+
+    def _check_rate(self, rl: RateLimit | None, what: str, now: float) -> list[str]:
+        """Raise 429 when a limit is reached; return the request counters to increment."""
+        if rl is None:
+            return []
+        out = []
+        if rl.request_max_limit is not None:
+            c = self.counter(rl.request_counter, now)
+            if c.usage >= rl.request_max_limit:
+                raise _rate_error(f"request limit reached for {what}: {rl.request_max_limit} requests per "
+                                  f"{rl.request_reset_duration or 'lifetime'}", c, now)
+            out.append(rl.request_counter)
+        if rl.token_max_limit is not None:
+            c = self.counter(rl.token_counter, now)
+            if c.usage >= rl.token_max_limit:
+                raise _rate_error(f"token limit reached for {what}: {c.usage:.0f} of {rl.token_max_limit} tokens "
+                                  f"per {rl.token_reset_duration or 'lifetime'}", c, now)
+        return out
+
+    def admit(self, t: Ticket, now: float) -> None:
+        """Every budget and rate limit of the key, its team and customer; then count the request.
+        Synchronous: no other request of this process runs between the check and the count."""
+        key, team, customer = t.key, t.team, t.customer
+        counts = []
+        if customer is not None:
+            self._check_budgets(customer.budgets, f"customer {customer.name!r}", now)
+        if team is not None:
+            self._check_budgets(team.budgets, f"team {team.name!r}", now)
+        self._check_budgets(key.budgets, f"virtual key {key.name!r}", now)
+        if customer is not None and customer.rate_limit is not None:
+            counts += self._check_rate(customer.rate_limit, f"customer {customer.name!r}", now)
+        if team is not None and team.rate_limit is not None:
+            counts += self._check_rate(team.rate_limit, f"team {team.name!r}", now)
+        if key.rate_limit is not None:
+            counts += self._check_rate(key.rate_limit, f"virtual key {key.name!r}", now)
+        for cid in counts:
+            self.charge(cid, 1, now)
+
+    def admit_target(self, t: Ticket, provider: str, model: str, now: float) -> None:
+        """The provider/model chosen for one attempt: allowed by the key? Its provider config's
+        budgets and rate limits; count the request there."""
+        key = t.key
+        if not key.provider_configs:
+            return
+        rule = key.rule_for(provider)
+        if rule is None:
+            allowed = ", ".join(r.provider for r in key.provider_configs)
+            raise GatewayError("permission", f"virtual key {key.name!r} may not use provider {provider!r} "
+                               f"(allowed: {allowed})", code="provider_not_allowed")
+        if not rule.allows(model):
+            raise GatewayError("permission", f"virtual key {key.name!r} may not use model {model!r} of "
+                               f"{provider} (allowed: {', '.join(rule.allowed_models)})",
+                               code="model_not_allowed")
+        what = f"virtual key {key.name!r} on {provider}"
+        self._check_budgets(rule.budgets, what, now)
+        counts = self._check_rate(rule.rate_limit, what, now)
+        for cid in counts:
+            self.charge(cid, 1, now)
+        t.rules[provider] = rule
+
+    def settle(self, t: Ticket, provider: str | None, cost: float, tokens: int, now: float) -> None:
+        """Charge what a finished request cost to every level, and its tokens to the limits."""
+        key, team, customer = t.key, t.team, t.customer
+        rule = t.rules.get(provider) if provider is not None else None
+        if cost > 0:
+            for owner in (key, team, customer, rule):
+                if owner is not None:
+                    for b in owner.budgets:
+                        self.charge(b.id, cost, now)
+        if tokens > 0:
+            for owner in (key, team, customer, rule):
+                rl = owner.rate_limit if owner is not None else None
+                if rl is not None and rl.token_max_limit is not None:
+                    self.charge(rl.token_counter, tokens, now)
+
+
+class Engine(Limits):
     def __init__(self, clock: Callable[[], float] = time.time):
         self.clock = clock
         self.keys: dict[str, VirtualKey] = {}
@@ -124,6 +224,20 @@ class Engine:
 
     # --- the hot path -----------------------------------------------------------------------
 
+    def identify(self, value_hash: str, now: float) -> Ticket | None:
+        """The key with this hash, its team and customer; 403 when it cannot be used."""
+        key = self.by_hash.get(value_hash)
+        if key is None:
+            return None
+        if not key.is_active:
+            raise GatewayError("permission", f"virtual key {key.name!r} is inactive", code="virtual_key_inactive")
+        if key.expires_at is not None and now >= key.expires_at:
+            raise GatewayError("permission", f"virtual key {key.name!r} has expired", code="virtual_key_expired")
+        team = self.teams.get(key.team_id) if key.team_id else None
+        customer_id = team.customer_id if team is not None else key.customer_id
+        customer = self.customers.get(customer_id) if customer_id else None
+        return Ticket(key, team, customer)
+
     def counter(self, cid: str, now: float) -> Counter:
         c = self.counters.get(cid)
         if c is None:   # an entity changed under a request; start it now
@@ -141,103 +255,6 @@ class Engine:
             self.pending[cid] = {c.start: amount}
         else:
             windows[c.start] = windows.get(c.start, 0.0) + amount
-
-    def _check_budgets(self, budgets: list[Budget], what: str, now: float) -> None:
-        for b in budgets:
-            c = self.counter(b.id, now)
-            if c.usage >= b.max_limit:
-                when = (f"resets in {periods.human(c.end - now)}" if c.end != FOREVER else "does not reset")
-                raise GatewayError("billing", f"budget exceeded for {what}: ${c.usage:.4f} spent of "
-                                   f"${b.max_limit:.2f} per {b.reset_duration or 'lifetime'} ({when})",
-                                   code="budget_exceeded")
-
-    def _check_rate(self, rl: RateLimit | None, what: str, now: float) -> list[str]:
-        """Raise 429 when a limit is reached; return the request counters to increment."""
-        if rl is None:
-            return []
-        out = []
-        if rl.request_max_limit is not None:
-            c = self.counter(rl.request_counter, now)
-            if c.usage >= rl.request_max_limit:
-                raise _rate_error(f"request limit reached for {what}: {rl.request_max_limit} requests per "
-                                  f"{rl.request_reset_duration or 'lifetime'}", c, now)
-            out.append(rl.request_counter)
-        if rl.token_max_limit is not None:
-            c = self.counter(rl.token_counter, now)
-            if c.usage >= rl.token_max_limit:
-                raise _rate_error(f"token limit reached for {what}: {c.usage:.0f} of {rl.token_max_limit} tokens "
-                                  f"per {rl.token_reset_duration or 'lifetime'}", c, now)
-        return out
-
-    def identify(self, value_hash: str, now: float) -> Ticket | None:
-        """The key with this hash, its team and customer; 403 when it cannot be used."""
-        key = self.by_hash.get(value_hash)
-        if key is None:
-            return None
-        if not key.is_active:
-            raise GatewayError("permission", f"virtual key {key.name!r} is inactive", code="virtual_key_inactive")
-        if key.expires_at is not None and now >= key.expires_at:
-            raise GatewayError("permission", f"virtual key {key.name!r} has expired", code="virtual_key_expired")
-        team = self.teams.get(key.team_id) if key.team_id else None
-        customer_id = team.customer_id if team is not None else key.customer_id
-        customer = self.customers.get(customer_id) if customer_id else None
-        return Ticket(key, team, customer)
-
-    def admit(self, t: Ticket, now: float) -> None:
-        """Every budget and rate limit of the key, its team and customer; then count the request.
-        Synchronous: no other request of this process runs between the check and the count."""
-        key, team, customer = t.key, t.team, t.customer
-        counts = []
-        if customer is not None:
-            self._check_budgets(customer.budgets, f"customer {customer.name!r}", now)
-        if team is not None:
-            self._check_budgets(team.budgets, f"team {team.name!r}", now)
-        self._check_budgets(key.budgets, f"virtual key {key.name!r}", now)
-        if customer is not None and customer.rate_limit is not None:
-            counts += self._check_rate(customer.rate_limit, f"customer {customer.name!r}", now)
-        if team is not None and team.rate_limit is not None:
-            counts += self._check_rate(team.rate_limit, f"team {team.name!r}", now)
-        if key.rate_limit is not None:
-            counts += self._check_rate(key.rate_limit, f"virtual key {key.name!r}", now)
-        for cid in counts:
-            self.charge(cid, 1, now)
-
-    def admit_target(self, t: Ticket, provider: str, model: str, now: float) -> None:
-        """The provider/model chosen for one attempt: allowed by the key? Its provider config's
-        budgets and rate limits; count the request there."""
-        key = t.key
-        if not key.provider_configs:
-            return
-        rule = key.rule_for(provider)
-        if rule is None:
-            allowed = ", ".join(r.provider for r in key.provider_configs)
-            raise GatewayError("permission", f"virtual key {key.name!r} may not use provider {provider!r} "
-                               f"(allowed: {allowed})", code="provider_not_allowed")
-        if not rule.allows(model):
-            raise GatewayError("permission", f"virtual key {key.name!r} may not use model {model!r} of "
-                               f"{provider} (allowed: {', '.join(rule.allowed_models)})",
-                               code="model_not_allowed")
-        what = f"virtual key {key.name!r} on {provider}"
-        self._check_budgets(rule.budgets, what, now)
-        counts = self._check_rate(rule.rate_limit, what, now)
-        for cid in counts:
-            self.charge(cid, 1, now)
-        t.rules[provider] = rule
-
-    def settle(self, t: Ticket, provider: str | None, cost: float, tokens: int, now: float) -> None:
-        """Charge what a finished request cost to every level, and its tokens to the limits."""
-        key, team, customer = t.key, t.team, t.customer
-        rule = t.rules.get(provider) if provider is not None else None
-        if cost > 0:
-            for owner in (key, team, customer, rule):
-                if owner is not None:
-                    for b in owner.budgets:
-                        self.charge(b.id, cost, now)
-        if tokens > 0:
-            for owner in (key, team, customer, rule):
-                rl = owner.rate_limit if owner is not None else None
-                if rl is not None and rl.token_max_limit is not None:
-                    self.charge(rl.token_counter, tokens, now)
 
     # --- persistence -----------------------------------------------------------------------
 

@@ -2,15 +2,20 @@
 
 Hooks used:
 
-* ``hookway_auth`` (sync): find the key, refuse 401/403, check every budget and rate limit of the
-  key, its team and customer, count the request — one synchronous step (see engine.py).
+* ``hookway_auth``: find the key, refuse 401/403, check every budget and rate limit of the key,
+  its team and customer, count the request — one synchronous step in one process (engine.py), one
+  database transaction with several (shared.py).
 * ``hookway_route`` (trylast): an unprefixed model goes to the key's allowed providers by weight.
-* ``hookway_transform_request`` (tryfirst, sync): the provider/model of each attempt must be
-  allowed; the provider config's own budgets and limits are checked and counted.
+* ``hookway_transform_request`` (tryfirst): the provider/model of each attempt must be allowed;
+  the provider config's own budgets and limits are checked and counted, the same way.
 * ``hookway_middleware``: when the request is over (``ctx.usage`` known), its cost and tokens are
-  charged at every level — in memory at once, in SQLite by the sync task.
+  charged at every level — in memory at once and in SQLite by the sync task (one process), or in
+  SQLite at once (several).
 * ``hookway_cleanup_ctx``: opens the store, applies the YAML, loads, runs the sync task; flushes
   on shutdown. ``hookway_register_routes``: the Bifrost-compatible management API.
+
+The two hooks that decide are ``async def`` for the several-process case; with one process they
+never await, so a check and the count that follows stay one step of the event loop.
 """
 
 from __future__ import annotations
@@ -35,8 +40,8 @@ from hookway.errors import GatewayError
 from hookway.pipeline import Identity
 from hookway.providers import Target
 
-from . import api
-from .engine import BILLABLE, Engine, Ticket
+from . import api, shared
+from .engine import BILLABLE, Engine, Limits, Ticket
 from .model import KEY_PREFIX, Invalid, PARSERS, entity_counters, from_doc, hash_value
 from .pricing import PRICE_SCHEMA, Pricing, price_from_dict
 from .store import Store
@@ -55,6 +60,9 @@ SCHEMA = {
     "properties": {
         "database": {"type": "string", "description": "SQLite file, relative to server.data_dir"},
         "sync_interval_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 60},
+        "multi_process": {"type": "boolean",
+                          "description": "other processes share the database: check and count in it "
+                                         "(default: true when server.workers > 1)"},
         "pricing": {"type": "object", "additionalProperties": PRICE_SCHEMA},
         "customers": _ENTITY_LIST,
         "teams": _ENTITY_LIST,
@@ -99,6 +107,8 @@ class GovernancePlugin:
         self.seq = 0              # counter_seq read back so far
         self.write_lock: asyncio.Lock | None = None
         self.gateway = None
+        self.multi_process = False
+        self.in_database: shared.InDatabase | None = None   # several processes: decide in the database
 
     # --- start-up ---------------------------------------------------------------------------
 
@@ -114,6 +124,7 @@ class GovernancePlugin:
         database = settings.get("database", "governance.db")
         self.db_path = database if os.path.isabs(database) else os.path.join(server.data_dir, database)
         self.sync_interval = float(settings.get("sync_interval_seconds", 0.5))
+        self.multi_process = settings.get("multi_process", server.workers > 1)
         self.pricing = Pricing({k: price_from_dict(v) for k, v in (settings.get("pricing") or {}).items()})
         self.bundles = set(gateway.config.bundles)
         self.declared = self._declared(settings)
@@ -209,6 +220,8 @@ class GovernancePlugin:
             log.info("governance: %s", line)
         await self.reload()
         self._warn_dangling()
+        if self.multi_process:
+            self.in_database = shared.InDatabase(self.run, self.store, self.engine)
         self.stopping = asyncio.Event()
         self.task = asyncio.ensure_future(self._sync_loop())
 
@@ -242,6 +255,8 @@ class GovernancePlugin:
             # its batch must be neither lost nor written twice. The loop ends after one last sync.
             self.stopping.set()
             await self.task
+        if self.in_database is not None:
+            await self.in_database.drain()
         if self.store is not None:
             try:
                 await self.sync()
@@ -296,7 +311,7 @@ class GovernancePlugin:
     # --- per request ------------------------------------------------------------------------
 
     @hookimpl
-    def hookway_auth(self, ctx):
+    async def hookway_auth(self, ctx):
         value = key_from_headers(ctx.headers)
         if value is None:
             if self.anonymous:
@@ -311,7 +326,11 @@ class GovernancePlugin:
                 return None       # not one of ours: maybe a provider key sent on purpose
             raise GatewayError("authentication", "invalid virtual key", code="virtual_key_invalid")
         if ctx.operation in BILLABLE:
-            engine.admit(ticket, now)
+            if self.multi_process:
+                if _counted(ticket.key, ticket.team, ticket.customer):
+                    await self.in_database.decide(Limits.admit, ticket, now)
+            else:
+                engine.admit(ticket, now)
             ctx.state["governance"] = ticket
         key, team = ticket.key, ticket.team
         return Identity(key_id=key.id, key_name=key.name, team_id=key.team_id,
@@ -341,11 +360,18 @@ class GovernancePlugin:
         return [Target(r.provider, model) for r in rules]
 
     @hookimpl(tryfirst=True)
-    def hookway_transform_request(self, ctx, target):
+    async def hookway_transform_request(self, ctx, target):
         ticket = ctx.state.get("governance")
         if ticket is None:
             return
-        self.engine.admit_target(ticket, target.provider, target.model, self.engine.clock())
+        engine = self.engine
+        if self.multi_process:
+            rule = ticket.key.rule_for(target.provider) if ticket.key.provider_configs else None
+            if _counted(rule):
+                await self.in_database.decide(Limits.admit_target, ticket, target.provider, target.model,
+                                              engine.clock())
+                return
+        engine.admit_target(ticket, target.provider, target.model, engine.clock())
 
     @hookimpl
     def hookway_middleware(self):
@@ -359,13 +385,18 @@ class GovernancePlugin:
             finally:
                 ticket = ctx.state.get("governance")
                 if ticket is not None:
-                    self.settle(ctx, ticket, cancelled)
+                    charging = self.settle(ctx, ticket, cancelled)
+                    if charging is not None and not cancelled:
+                        # A whole answer is sent once the handler returns: the next request, on
+                        # any worker, is checked against this one's cost.
+                        await asyncio.shield(charging)
         return governance
 
-    def settle(self, ctx, ticket: Ticket, cancelled: bool = False) -> None:
+    def settle(self, ctx, ticket: Ticket, cancelled: bool = False) -> asyncio.Future | None:
+        """Charge a finished request; with several processes, the future of the charge's write."""
         target = ctx.target
         if target is None or ctx.cache_hit:
-            return
+            return None
         u = ctx.usage
         if (cancelled or ctx.status == 499) and not (
                 u.input_tokens or u.cache_read_input_tokens or u.cache_creation_input_tokens):
@@ -382,8 +413,21 @@ class GovernancePlugin:
         adapter = self.gateway.adapters.get(target.provider)
         cost = self.pricing.cost(target.provider, adapter.config.type if adapter is not None else None,
                                  target.model, u)
-        self.engine.settle(ticket, target.provider, cost, tokens, self.engine.clock())
         ctx.cost = cost
+        now = self.engine.clock()
+        if self.multi_process:
+            return self.charge_in_database(ticket, target.provider, cost, tokens, now)
+        self.engine.settle(ticket, target.provider, cost, tokens, now)
+        return None
+
+    # --- several processes (shared.py) ------------------------------------------------------
+
+    def charge_in_database(self, ticket: Ticket, provider: str, cost: float, tokens: int,
+                           now: float) -> asyncio.Future | None:
+        if (cost <= 0 and tokens <= 0) or not _counted(ticket.key, ticket.team, ticket.customer,
+                                                       ticket.rules.get(provider)):
+            return None
+        return self.in_database.decide(Limits.settle, ticket, provider, cost, tokens, now)
 
 
 def estimated_usage(body, known: ir.Usage) -> ir.Usage:
@@ -395,6 +439,11 @@ def estimated_usage(body, known: ir.Usage) -> ir.Usage:
         size = len(json.dumps(body, default=str))
     return ir.Usage(input_tokens=math.ceil(size / 4), output_tokens=known.output_tokens,
                     reasoning_tokens=known.reasoning_tokens)
+
+
+def _counted(*owners) -> bool:
+    """Has any of these (key, team, customer, provider config) a budget or a rate limit?"""
+    return any(o is not None and (o.budgets or o.rate_limit is not None) for o in owners)
 
 
 def _serves(adapter, model: str) -> bool:

@@ -73,6 +73,10 @@ class Store:
     def _tx(self, immediate: bool = False) -> "_Transaction":
         return _Transaction(self.db, immediate)
 
+    def write_transaction(self) -> "_Transaction":
+        """``BEGIN IMMEDIATE``: holds the database's write lock from the first read (shared.py)."""
+        return _Transaction(self.db, True)
+
     # --- reads ---
 
     def config_version(self) -> int:

@@ -35,8 +35,9 @@ async def burst(gw, value: str, n: int, concurrency: int | None = None) -> list:
         await c.close()
 
 
-def test_a_request_limit_of_10_lets_exactly_10_of_50_parallel_requests_through(gov, fake_upstream):
-    gw, admin = gov()
+@pytest.mark.parametrize("multi_process", [False, True], ids=["in-memory", "in-the-database"])
+def test_a_request_limit_of_10_lets_exactly_10_of_50_parallel_requests_through(gov, fake_upstream, multi_process):
+    gw, admin = gov(governance={"multi_process": multi_process})
     # Every answer takes a moment, so the 50 requests really are in flight together.
     fake_upstream.responder = lambda rec: Reply(text="hello", first_byte_delay=0.05)
     _, value = admin.key(rate_limit={"request_max_limit": 10, "request_reset_duration": "1h"})
