@@ -112,8 +112,10 @@ def hookway_middleware() -> Any:
     """Return an "around" middleware ``async def mw(ctx, call_next)`` or None.
 
     ``await call_next(ctx)`` runs the rest of the request (routing, upstream call, rendering) and
-    returns when the response has been fully sent. Use it for timing, spans, accounting. The chain
-    is composed once at start-up, outermost first in hook order.
+    returns the response: a stream has been fully written by then; a whole (non-streamed) answer
+    is sent by aiohttp after the middleware returns, so work done before returning happens before
+    the client sees it. Use it for timing, spans, accounting. The chain is composed once at
+    start-up, outermost first in hook order.
     """
 
 
