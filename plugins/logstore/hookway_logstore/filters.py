@@ -12,8 +12,8 @@ Parameters (all optional; lists are comma-separated):
   ``ok``
 * ``since`` / ``until``: unix seconds or ISO 8601; ``range``: ``15m``, ``1h``, ``24h``, ``7d``
   (``since`` = now - range)
-* ``min_latency`` / ``max_latency`` (ms), ``min_tokens`` / ``max_tokens`` (input + output),
-  ``min_cost`` / ``max_cost``
+* ``min_latency`` / ``max_latency`` (ms), ``min_ttft`` / ``max_ttft`` (time to first token, ms),
+  ``min_tokens`` / ``max_tokens`` (input + output), ``min_cost`` / ``max_cost``
 * ``q``: content search (request, response, error; case-insensitive substring)
 * ``cache_hit``, ``fallback``, ``stream``: ``true`` / ``false``
 """
@@ -29,7 +29,7 @@ LIST_FIELDS = {"provider": ("provider",), "model": ("model", "upstream_model"),
                "key": ("key_id", "key_name"), "team": ("team_id",), "customer": ("customer_id",),
                "dialect": ("dialect",), "operation": ("operation",), "rule": ("rule",)}
 
-RANGE_FIELDS = {"latency": "latency_ms", "tokens": "total_tokens", "cost": "cost"}
+RANGE_FIELDS = {"latency": "latency_ms", "ttft": "ttft_ms", "tokens": "total_tokens", "cost": "cost"}
 
 BOOL_FIELDS = {"cache_hit": "cache_hit", "fallback": "fallback_index", "stream": "stream"}
 

@@ -151,6 +151,9 @@ def seeded(logstore_gateway):
     ({"min_tokens": "30"}, 2),
     ({"max_tokens": "0"}, 1),
     ({"min_cost": "0.1"}, 1),
+    ({"min_ttft": "100"}, 1),                     # time to first token, ms
+    ({"max_ttft": "10"}, 3),
+    ({"min_ttft": "5", "max_ttft": "5"}, 3),
     ({"q": "NEEDLE"}, 1),
     ({"q": "slow down"}, 1),                      # errors are searched too
     ({"q": "50%_"}, 0),                           # LIKE wildcards are literal
@@ -190,6 +193,7 @@ def test_paging_and_sorting(seeded):
     ({"range": "soon"}, "range"),
     ({"since": "yesterday"}, "since"),
     ({"min_latency": "fast"}, "min_latency"),
+    ({"max_ttft": "soon"}, "max_ttft"),
     ({"sort": "-secret"}, "sort"),
     ({"limit": "0"}, "limit"),
     ({"limit": "x"}, "limit"),
