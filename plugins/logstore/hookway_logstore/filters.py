@@ -14,7 +14,8 @@ Parameters (all optional; lists are comma-separated):
   (``since`` = now - range)
 * ``min_latency`` / ``max_latency`` (ms), ``min_ttft`` / ``max_ttft`` (time to first token, ms),
   ``min_tokens`` / ``max_tokens`` (input + output), ``min_cost`` / ``max_cost``
-* ``q``: content search (request, response, error; case-insensitive substring)
+* ``q``: content search (request, response, error, model; a substring, case-insensitive in every
+  script: see :func:`fold_pattern`)
 * ``cache_hit``, ``fallback``, ``stream``: ``true`` / ``false``
 """
 
@@ -22,7 +23,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections import defaultdict
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any, Callable
 
 LIST_FIELDS = {"provider": ("provider",), "model": ("model", "upstream_model"),
@@ -195,13 +198,19 @@ class LogFilter:
             self.checks.append(lambda r: bool(r[column]) == value)
 
     def search(self, q: str) -> None:
+        """A case-insensitive substring of the stored request, response, error or model.
+
+        SQLite's LIKE folds ASCII letters only, so the needle becomes a GLOB pattern whose letters
+        are classes of their case variants (``école`` -> ``*[Éé][Cc][Oo][Ll][Ee]*``), and the
+        same classes make the regular expression that filters rows pushed live. A GLOB starting
+        with a class is slow to scan with, so a LIKE that every match passes goes first
+        (``%_cole%``: LIKE finds its first plain character quickly)."""
         self.q = q
-        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        cols = ("request", "response", "error", "model")
-        self.clauses.append("(" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in cols) + ")")
-        self.params += [pattern] * len(cols)
-        needle = q.lower()
-        self.checks.append(lambda r: any(needle in (r.get(c) or "").lower() for c in cols))
+        self.clauses.append("(" + " OR ".join(f"({c} LIKE ? ESCAPE '\\' AND {c} GLOB ?)"
+                                              for c in SEARCH_COLUMNS) + ")")
+        self.params += [like_prefilter(q), fold_pattern(q)] * len(SEARCH_COLUMNS)
+        regex = re.compile("".join(_regex_class(ch) for ch in q))
+        self.checks.append(lambda r: any(regex.search(r.get(c) or "") for c in SEARCH_COLUMNS))
 
     # --- results ---
 
@@ -212,6 +221,68 @@ class LogFilter:
 
     def match(self, row: dict) -> bool:
         return all(check(row) for check in self.checks)
+
+
+# --- case-insensitive search -------------------------------------------------------------------
+
+SEARCH_COLUMNS = ("request", "response", "error", "model")
+
+# Characters whose case variants str.lower/upper/title/casefold do not lead back to: each folds
+# (str.casefold) into a group it is otherwise unreachable from, such as the final sigma ``ς`` into
+# ``σ`` or the Kelvin sign into ``k``. A test checks the list against the whole of Unicode.
+FOLD_ONLY = ("\xb5\u017f\u0345\u0390\u03b0\u03c2\u03d0\u03d1\u03d5\u03d6\u03f0\u03f1\u03f4\u03f5"
+             "\u1c80\u1c81\u1c82\u1c83\u1c84\u1c85\u1c86\u1c87\u1c88\u1e9b\u1e9e\u1fbe\u1fd3\u1fe3"
+             "\u2126\u212a\u212b\ufb05\ufb06")
+_FOLDS_INTO: dict[str, set[str]] = defaultdict(set)
+for _ch in FOLD_ONLY:
+    _FOLDS_INTO[_ch.casefold()].add(_ch)
+
+
+@lru_cache(maxsize=4096)
+def case_variants(ch: str) -> frozenset[str]:
+    """Every single character equal to ``ch`` ignoring case (itself included)."""
+    seen, todo = {ch}, [ch]
+    while todo:
+        c = todo.pop()
+        for other in (c.lower(), c.upper(), c.title(), c.casefold(), *_FOLDS_INTO.get(c.casefold(), ())):
+            if len(other) == 1 and other not in seen:
+                seen.add(other)
+                todo.append(other)
+    return frozenset(seen)
+
+
+def _glob_class(ch: str) -> str:
+    variants = case_variants(ch)
+    if len(variants) == 1:
+        return f"[{ch}]" if ch in "*?[" else ch   # GLOB's own wildcards, taken literally
+    return "[" + "".join(sorted(variants)) + "]"   # letters only: no ], ^ or - to escape
+
+
+def _regex_class(ch: str) -> str:
+    variants = case_variants(ch)
+    if len(variants) == 1:
+        return re.escape(ch)
+    return "[" + "".join(sorted(variants)) + "]"
+
+
+def like_prefilter(q: str) -> str:
+    """A LIKE pattern matching at least every text :func:`fold_pattern` matches: a letter LIKE
+    cannot fold (any letter with a variant outside ASCII, such as é, or k with the Kelvin sign)
+    becomes ``_``, any one character."""
+    out = []
+    for ch in q:
+        if ch in "%_\\":
+            out.append("\\" + ch)
+        elif len(case_variants(ch)) == 1 or all(v.isascii() for v in case_variants(ch)):
+            out.append(ch)
+        else:
+            out.append("_")
+    return "%" + "".join(out) + "%"
+
+
+def fold_pattern(q: str) -> str:
+    """A GLOB pattern matching any text that contains ``q``, ignoring case in every script."""
+    return "*" + "".join(_glob_class(ch) for ch in q) + "*"
 
 
 def parse_sort(text: str | None) -> str:

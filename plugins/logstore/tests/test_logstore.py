@@ -166,6 +166,54 @@ def test_filters(seeded, params, expected):
     assert seeded.api("/api/logs", **params)["total"] == expected
 
 
+SEARCHED = ["L'ÉCOLE est fermée", "une école ouverte", "ΟΔΟΣ ΠΑΝΕΠΙΣΤΗΜΙΟΥ", "ǅemal, Straße 5", "plain HAIKU",
+            "50%_ off *[x]?", "Ｆｕｌｌ width", "日本語のテキスト"]
+
+
+@pytest.mark.parametrize("q,expected", [
+    ("école", 2), ("ÉCOLE", 2), ("ÉcOlE", 2),
+    ("οδος", 1),                     # written with a final sigma, stored in capitals
+    ("ΟΔΟΣ ΠΑΝ", 1), ("odos", 0),
+    ("ǆemal", 1), ("ǄEMAL", 1),      # a letter with three cases
+    ("STRASSE", 0), ("STRAẞE", 1),    # simple folding: ß is not ss, but it is ẞ
+    ("haiku", 1), ("ｆＵＬＬ", 1), ("のテキ", 1),
+    ("*[x]?", 1), ("50%_", 1), ("[x", 1), ("?", 1), ("%_", 1), ("*", 1),   # wildcards are plain characters
+    ("fermé", 1), ("ferme", 0),      # accents matter
+])
+def test_search_ignores_case_in_every_script(logstore_gateway, q, expected):
+    from hookway_logstore import LogFilter
+    from hookway_logstore.store import record_row
+
+    gw = logstore_gateway()
+    records = [record(request={"messages": [{"role": "user", "content": text}]}) for text in SEARCHED]
+    feed(gw, records)
+    assert gw.api("/api/logs", q=q)["total"] == expected
+    # rows pushed live are filtered the same way
+    flt = LogFilter.from_query({"q": q})
+    assert sum(flt.match(record_row(r, lambda t: t, 10**6)) for r in records) == expected
+
+
+def test_case_variants_cover_all_of_unicode():
+    """FOLD_ONLY lists every character the case mappings do not lead back to from the rest of its
+    case-folding group; this checks it for every code point Python knows."""
+    import sys
+    from collections import defaultdict
+
+    from hookway_logstore.filters import case_variants
+
+    groups = defaultdict(set)   # the characters of each case fold, for those that change in it
+    for cp in range(sys.maxunicode + 1):
+        ch = chr(cp)
+        folded = ch.casefold()
+        if folded != ch and not 0xD800 <= cp < 0xE000:
+            groups[folded].update((ch, folded) if len(folded) == 1 else (ch,))
+    assert len(groups) > 1000
+    for members in groups.values():
+        if len(members) > 1:
+            for ch in members:
+                assert members <= case_variants(ch), (ch, members - case_variants(ch))
+
+
 def test_time_bounds_accept_unix_seconds_and_iso(seeded):
     now = time.time()
     assert seeded.api("/api/logs", since=str(now - 25))["total"] == 2
