@@ -290,6 +290,13 @@ def test_retention_deletes_old_records(logstore_gateway):
         time.sleep(0.05)
 
 
+def test_a_new_database_gives_back_the_space_of_deleted_records(logstore_gateway):
+    gw = logstore_gateway()
+    conn = sqlite3.connect(gw.data_dir / "logs.db")
+    assert conn.execute("PRAGMA auto_vacuum").fetchone() == (2,)   # incremental: prune vacuums
+    conn.close()
+
+
 def test_max_rows_keeps_the_newest(logstore_gateway):
     gw = logstore_gateway({"retention": None, "max_rows": 3, "retention_check_seconds": 0.05})
     now = time.time()
