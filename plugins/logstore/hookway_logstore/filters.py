@@ -40,7 +40,7 @@ SORTABLE = ("time", "latency_ms", "ttft_ms", "upstream_ms", "total_tokens", "inp
             "output_tokens", "cost", "status", "provider", "model")
 
 KNOWN = (set(LIST_FIELDS) | {f"{p}_{n}" for n in RANGE_FIELDS for p in ("min", "max")} | set(BOOL_FIELDS)
-         | {"status", "since", "until", "range", "q", "limit", "offset", "sort", "buckets"})
+         | {"status", "since", "until", "range", "q", "limit", "offset", "sort", "buckets", "exact"})
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -80,7 +80,7 @@ def _number(text: str, name: str) -> float:
         raise FilterError(f"{name}: expected a number, found {text!r}")
 
 
-def _bool(text: str, name: str) -> bool:
+def parse_bool(text: str, name: str) -> bool:
     low = text.strip().lower()
     if low in ("1", "true", "yes"):
         return True
@@ -99,10 +99,12 @@ class LogFilter:
     def __init__(self) -> None:
         self.clauses: list[str] = []
         self.params: list[Any] = []
-        self.checks: list[Callable[[dict], bool]] = []
+        self.checks: list[Callable[[dict], bool]] = []   # on anything but the time
+        self.time_checks: list[Callable[[dict], bool]] = []
         self.since: float | None = None
         self.until: float | None = None
         self.q: str | None = None
+        self.columns: set[str] = set()   # the columns the conditions read, ``time`` aside
 
     @classmethod
     def from_query(cls, query, default_range: float | None = None) -> "LogFilter":
@@ -138,7 +140,7 @@ class LogFilter:
         for name, column in BOOL_FIELDS.items():
             raw = query.get(name)
             if raw not in (None, ""):
-                f.flag(column, _bool(raw, name))
+                f.flag(column, parse_bool(raw, name))
         q = (query.get("q") or "").strip()
         if q:
             f.search(q)
@@ -148,6 +150,7 @@ class LogFilter:
 
     def any_of(self, columns: tuple, values: list[str]) -> None:
         marks = ",".join("?" * len(values))
+        self.columns.update(columns)
         self.clauses.append("(" + " OR ".join(f"{c} IN ({marks})" for c in columns) + ")")
         for _ in columns:
             self.params += values
@@ -176,19 +179,24 @@ class LogFilter:
                 preds.append(lambda r, s=int(tok): r["status"] == s)
             else:
                 raise FilterError(f"status: expected a code (200), a class (4xx), error or ok; found {tok!r}")
+        self.columns.update(("status", "error"))
         self.clauses.append("(" + " OR ".join(parts) + ")")
         self.params += params
         self.checks.append(lambda row: any(p(row) for p in preds))
 
     def compare(self, column: str, op: str, value: float) -> None:
+        checks = self.time_checks if column == "time" else self.checks
+        if column != "time":
+            self.columns.add(column)
         self.clauses.append(f"{column} {op} ?")
         self.params.append(value)
         if op == ">=":
-            self.checks.append(lambda r: r.get(column) is not None and r[column] >= value)
+            checks.append(lambda r: r.get(column) is not None and r[column] >= value)
         else:
-            self.checks.append(lambda r: r.get(column) is not None and r[column] <= value)
+            checks.append(lambda r: r.get(column) is not None and r[column] <= value)
 
     def flag(self, column: str, value: bool) -> None:
+        self.columns.add(column)
         if column == "fallback_index":
             self.clauses.append("fallback_index > 0" if value else "fallback_index = 0")
             self.checks.append(lambda r: (r["fallback_index"] > 0) == value)
@@ -206,6 +214,7 @@ class LogFilter:
         with a class is slow to scan with, so a LIKE that every match passes goes first
         (``%_cole%``: LIKE finds its first plain character quickly)."""
         self.q = q
+        self.columns.update(SEARCH_COLUMNS)
         self.clauses.append("(" + " OR ".join(f"({c} LIKE ? ESCAPE '\\' AND {c} GLOB ?)"
                                               for c in SEARCH_COLUMNS) + ")")
         self.params += [like_prefilter(q), fold_pattern(q)] * len(SEARCH_COLUMNS)
@@ -220,6 +229,10 @@ class LogFilter:
         return " WHERE " + " AND ".join(self.clauses), list(self.params)
 
     def match(self, row: dict) -> bool:
+        return all(check(row) for check in self.time_checks) and self.match_columns(row)
+
+    def match_columns(self, row: dict) -> bool:
+        """The conditions other than time (on a row that has the columns in :attr:`columns`)."""
         return all(check(row) for check in self.checks)
 
 
