@@ -24,7 +24,7 @@ from aiohttp import web
 from hookway import hookimpl
 from hookway.app import admin_only
 
-from .filters import FilterError, LogFilter, parse_duration, parse_page, parse_sort
+from .filters import FilterError, LogFilter, parse_bool, parse_duration, parse_page, parse_sort
 from .store import CONTENT_COLUMNS, LogStore
 
 __all__ = ["LogstorePlugin", "LogStore", "LogFilter"]
@@ -192,9 +192,10 @@ class LogstorePlugin:
             buckets = int(request.query.get("buckets", 60))
             if not 1 <= buckets <= 1000:
                 raise FilterError("buckets: expected 1..1000")
+            exact = parse_bool(request.query.get("exact") or "false", "exact")
         except ValueError as exc:   # FilterError is a ValueError
             return _bad(str(exc) if isinstance(exc, FilterError) else "buckets must be an integer")
-        stats = await self.store.stats(flt, buckets)
+        stats = await self.store.stats(flt, buckets, exact)
         queue = self.gateway.log_queue
         stats["dropped"] = queue.dropped if queue is not None else 0
         stats["queued"] = len(queue.items) if queue is not None else 0

@@ -12,9 +12,10 @@ Parameters (all optional; lists are comma-separated):
   ``ok``
 * ``since`` / ``until``: unix seconds or ISO 8601; ``range``: ``15m``, ``1h``, ``24h``, ``7d``
   (``since`` = now - range)
-* ``min_latency`` / ``max_latency`` (ms), ``min_tokens`` / ``max_tokens`` (input + output),
-  ``min_cost`` / ``max_cost``
-* ``q``: content search (request, response, error; case-insensitive substring)
+* ``min_latency`` / ``max_latency`` (ms), ``min_ttft`` / ``max_ttft`` (time to first token, ms),
+  ``min_tokens`` / ``max_tokens`` (input + output), ``min_cost`` / ``max_cost``
+* ``q``: content search (request, response, error, model; a substring, case-insensitive in every
+  script: see :func:`fold_pattern`)
 * ``cache_hit``, ``fallback``, ``stream``: ``true`` / ``false``
 """
 
@@ -22,14 +23,16 @@ from __future__ import annotations
 
 import re
 import time
+from collections import defaultdict
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any, Callable
 
 LIST_FIELDS = {"provider": ("provider",), "model": ("model", "upstream_model"),
                "key": ("key_id", "key_name"), "team": ("team_id",), "customer": ("customer_id",),
                "dialect": ("dialect",), "operation": ("operation",), "rule": ("rule",)}
 
-RANGE_FIELDS = {"latency": "latency_ms", "tokens": "total_tokens", "cost": "cost"}
+RANGE_FIELDS = {"latency": "latency_ms", "ttft": "ttft_ms", "tokens": "total_tokens", "cost": "cost"}
 
 BOOL_FIELDS = {"cache_hit": "cache_hit", "fallback": "fallback_index", "stream": "stream"}
 
@@ -37,7 +40,7 @@ SORTABLE = ("time", "latency_ms", "ttft_ms", "upstream_ms", "total_tokens", "inp
             "output_tokens", "cost", "status", "provider", "model")
 
 KNOWN = (set(LIST_FIELDS) | {f"{p}_{n}" for n in RANGE_FIELDS for p in ("min", "max")} | set(BOOL_FIELDS)
-         | {"status", "since", "until", "range", "q", "limit", "offset", "sort", "buckets"})
+         | {"status", "since", "until", "range", "q", "limit", "offset", "sort", "buckets", "exact"})
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -77,7 +80,7 @@ def _number(text: str, name: str) -> float:
         raise FilterError(f"{name}: expected a number, found {text!r}")
 
 
-def _bool(text: str, name: str) -> bool:
+def parse_bool(text: str, name: str) -> bool:
     low = text.strip().lower()
     if low in ("1", "true", "yes"):
         return True
@@ -96,10 +99,12 @@ class LogFilter:
     def __init__(self) -> None:
         self.clauses: list[str] = []
         self.params: list[Any] = []
-        self.checks: list[Callable[[dict], bool]] = []
+        self.checks: list[Callable[[dict], bool]] = []   # on anything but the time
+        self.time_checks: list[Callable[[dict], bool]] = []
         self.since: float | None = None
         self.until: float | None = None
         self.q: str | None = None
+        self.columns: set[str] = set()   # the columns the conditions read, ``time`` aside
 
     @classmethod
     def from_query(cls, query, default_range: float | None = None) -> "LogFilter":
@@ -135,7 +140,7 @@ class LogFilter:
         for name, column in BOOL_FIELDS.items():
             raw = query.get(name)
             if raw not in (None, ""):
-                f.flag(column, _bool(raw, name))
+                f.flag(column, parse_bool(raw, name))
         q = (query.get("q") or "").strip()
         if q:
             f.search(q)
@@ -145,6 +150,7 @@ class LogFilter:
 
     def any_of(self, columns: tuple, values: list[str]) -> None:
         marks = ",".join("?" * len(values))
+        self.columns.update(columns)
         self.clauses.append("(" + " OR ".join(f"{c} IN ({marks})" for c in columns) + ")")
         for _ in columns:
             self.params += values
@@ -173,19 +179,24 @@ class LogFilter:
                 preds.append(lambda r, s=int(tok): r["status"] == s)
             else:
                 raise FilterError(f"status: expected a code (200), a class (4xx), error or ok; found {tok!r}")
+        self.columns.update(("status", "error"))
         self.clauses.append("(" + " OR ".join(parts) + ")")
         self.params += params
         self.checks.append(lambda row: any(p(row) for p in preds))
 
     def compare(self, column: str, op: str, value: float) -> None:
+        checks = self.time_checks if column == "time" else self.checks
+        if column != "time":
+            self.columns.add(column)
         self.clauses.append(f"{column} {op} ?")
         self.params.append(value)
         if op == ">=":
-            self.checks.append(lambda r: r.get(column) is not None and r[column] >= value)
+            checks.append(lambda r: r.get(column) is not None and r[column] >= value)
         else:
-            self.checks.append(lambda r: r.get(column) is not None and r[column] <= value)
+            checks.append(lambda r: r.get(column) is not None and r[column] <= value)
 
     def flag(self, column: str, value: bool) -> None:
+        self.columns.add(column)
         if column == "fallback_index":
             self.clauses.append("fallback_index > 0" if value else "fallback_index = 0")
             self.checks.append(lambda r: (r["fallback_index"] > 0) == value)
@@ -195,13 +206,20 @@ class LogFilter:
             self.checks.append(lambda r: bool(r[column]) == value)
 
     def search(self, q: str) -> None:
+        """A case-insensitive substring of the stored request, response, error or model.
+
+        SQLite's LIKE folds ASCII letters only, so the needle becomes a GLOB pattern whose letters
+        are classes of their case variants (``école`` -> ``*[Éé][Cc][Oo][Ll][Ee]*``), and the
+        same classes make the regular expression that filters rows pushed live. A GLOB starting
+        with a class is slow to scan with, so a LIKE that every match passes goes first
+        (``%_cole%``: LIKE finds its first plain character quickly)."""
         self.q = q
-        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        cols = ("request", "response", "error", "model")
-        self.clauses.append("(" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in cols) + ")")
-        self.params += [pattern] * len(cols)
-        needle = q.lower()
-        self.checks.append(lambda r: any(needle in (r.get(c) or "").lower() for c in cols))
+        self.columns.update(SEARCH_COLUMNS)
+        self.clauses.append("(" + " OR ".join(f"({c} LIKE ? ESCAPE '\\' AND {c} GLOB ?)"
+                                              for c in SEARCH_COLUMNS) + ")")
+        self.params += [like_prefilter(q), fold_pattern(q)] * len(SEARCH_COLUMNS)
+        regex = re.compile("".join(_regex_class(ch) for ch in q))
+        self.checks.append(lambda r: any(regex.search(r.get(c) or "") for c in SEARCH_COLUMNS))
 
     # --- results ---
 
@@ -211,7 +229,73 @@ class LogFilter:
         return " WHERE " + " AND ".join(self.clauses), list(self.params)
 
     def match(self, row: dict) -> bool:
+        return all(check(row) for check in self.time_checks) and self.match_columns(row)
+
+    def match_columns(self, row: dict) -> bool:
+        """The conditions other than time (on a row that has the columns in :attr:`columns`)."""
         return all(check(row) for check in self.checks)
+
+
+# --- case-insensitive search -------------------------------------------------------------------
+
+SEARCH_COLUMNS = ("request", "response", "error", "model")
+
+# Characters whose case variants str.lower/upper/title/casefold do not lead back to: each folds
+# (str.casefold) into a group it is otherwise unreachable from, such as the final sigma ``ς`` into
+# ``σ`` or the Kelvin sign into ``k``. A test checks the list against the whole of Unicode.
+FOLD_ONLY = ("\xb5\u017f\u0345\u0390\u03b0\u03c2\u03d0\u03d1\u03d5\u03d6\u03f0\u03f1\u03f4\u03f5"
+             "\u1c80\u1c81\u1c82\u1c83\u1c84\u1c85\u1c86\u1c87\u1c88\u1e9b\u1e9e\u1fbe\u1fd3\u1fe3"
+             "\u2126\u212a\u212b\ufb05\ufb06")
+_FOLDS_INTO: dict[str, set[str]] = defaultdict(set)
+for _ch in FOLD_ONLY:
+    _FOLDS_INTO[_ch.casefold()].add(_ch)
+
+
+@lru_cache(maxsize=4096)
+def case_variants(ch: str) -> frozenset[str]:
+    """Every single character equal to ``ch`` ignoring case (itself included)."""
+    seen, todo = {ch}, [ch]
+    while todo:
+        c = todo.pop()
+        for other in (c.lower(), c.upper(), c.title(), c.casefold(), *_FOLDS_INTO.get(c.casefold(), ())):
+            if len(other) == 1 and other not in seen:
+                seen.add(other)
+                todo.append(other)
+    return frozenset(seen)
+
+
+def _glob_class(ch: str) -> str:
+    variants = case_variants(ch)
+    if len(variants) == 1:
+        return f"[{ch}]" if ch in "*?[" else ch   # GLOB's own wildcards, taken literally
+    return "[" + "".join(sorted(variants)) + "]"   # letters only: no ], ^ or - to escape
+
+
+def _regex_class(ch: str) -> str:
+    variants = case_variants(ch)
+    if len(variants) == 1:
+        return re.escape(ch)
+    return "[" + "".join(sorted(variants)) + "]"
+
+
+def like_prefilter(q: str) -> str:
+    """A LIKE pattern matching at least every text :func:`fold_pattern` matches: a letter LIKE
+    cannot fold (any letter with a variant outside ASCII, such as é, or k with the Kelvin sign)
+    becomes ``_``, any one character."""
+    out = []
+    for ch in q:
+        if ch in "%_\\":
+            out.append("\\" + ch)
+        elif len(case_variants(ch)) == 1 or all(v.isascii() for v in case_variants(ch)):
+            out.append(ch)
+        else:
+            out.append("_")
+    return "%" + "".join(out) + "%"
+
+
+def fold_pattern(q: str) -> str:
+    """A GLOB pattern matching any text that contains ``q``, ignoring case in every script."""
+    return "*" + "".join(_glob_class(ch) for ch in q) + "*"
 
 
 def parse_sort(text: str | None) -> str:

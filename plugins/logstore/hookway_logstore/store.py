@@ -1,13 +1,15 @@
 """The SQLite request log: one row per request, written in batches from a single writer thread.
 
 The event loop never touches SQLite: writes go to one dedicated thread (one connection, one
-transaction per batch), reads to a small pool of reader threads with their own connections.
-WAL mode lets readers run while the writer writes.
+transaction per batch, which also updates the summaries of :mod:`.summary`), reads to a small
+pool of reader threads with their own connections. WAL mode lets readers run while the writer
+writes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import sqlite3
 import threading
@@ -17,12 +19,19 @@ from dataclasses import is_dataclass
 from typing import Any, Callable
 
 import orjson
+import structlog
 
 from hookway import ir
 
+from . import summary
 from .filters import LogFilter
+from .summary import Agg, SummaryWriter
 
-SCHEMA_VERSION = 1
+log = structlog.get_logger("hookway.logstore")
+
+# 1: the logs table. 2: the summary tables (stats_*), filled for older rows in the background.
+SCHEMA_VERSION = 2
+BACKFILL_CHUNK = 5000
 
 SUMMARY_COLUMNS = (
     "id", "time", "dialect", "operation", "model", "provider", "upstream_model", "rule",
@@ -57,8 +66,7 @@ CREATE INDEX IF NOT EXISTS logs_status ON logs(status);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 
-_INSERT = (f"INSERT OR IGNORE INTO logs ({', '.join(ALL_COLUMNS)}) "
-           f"VALUES ({', '.join('?' * len(ALL_COLUMNS))})")
+_INSERT = f"INSERT INTO logs ({', '.join(ALL_COLUMNS)}) VALUES ({', '.join('?' * len(ALL_COLUMNS))})"
 
 
 # --- turning a LogRecord into a row ----------------------------------------------------------------
@@ -205,6 +213,14 @@ def _row_values(row: dict) -> tuple:
     return tuple(row[c] for c in ALL_COLUMNS)
 
 
+def _narrow(row: dict) -> tuple:
+    """A row dict as the :data:`summary.NARROW` tuple the summaries are computed from."""
+    return (row["time"], row["provider"], row["model"], row["upstream_model"], row["key_id"], row["key_name"],
+            row["team_id"], row["status"], row["error"] is not None, row["latency_ms"], row["ttft_ms"],
+            row["input_tokens"], row["output_tokens"], row["cached_tokens"], row["cost"], row["cache_hit"],
+            row["fallback_index"])
+
+
 def _decode(row: dict, content: bool) -> dict:
     for c in BOOL_COLUMNS:
         if c in row and row[c] is not None:
@@ -247,6 +263,9 @@ class LogStore:
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._summary = SummaryWriter()
+        self._combos: dict[int, tuple] = {}   # stats_combos, as far as read (never changed, only added to)
+        self._backfill_task: asyncio.Task | None = None
         self.closed = True
         self.written = 0
 
@@ -255,30 +274,58 @@ class LogStore:
     async def open(self) -> None:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="logstore-writer")
         self._reader = ThreadPoolExecutor(self.readers, thread_name_prefix="logstore-reader")
-        await asyncio.get_running_loop().run_in_executor(self._writer, self._open)
+        backfill = await asyncio.get_running_loop().run_in_executor(self._writer, self._open)
         self.closed = False
+        if backfill:
+            self._backfill_task = asyncio.ensure_future(self._backfill())
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        # Before anything writes the file's header (journal_mode does): effective on a new file only.
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=30000")
         return conn
 
-    def _open(self) -> None:
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = self._connect()
+        conn.create_function("hist_add", 2, summary.hist_add, deterministic=True)
+        conn.executescript(SCHEMA + summary.SCHEMA)
+        return conn
+
+    def _open(self) -> bool:
+        """Create or migrate the database; True when older records still need summaries."""
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, exist_ok=True)
-        conn = self._connect()
-        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")   # effective on a new file only
-        conn.executescript(SCHEMA)
-        conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        conn = self._connect_writer()
+        conn.execute("BEGIN IMMEDIATE")   # one worker migrates; the others find it done
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None or int(row[0]) < 2:
+                # The records already there get their summaries in the background (_backfill);
+                # new ones as they are written. Until then stats are computed from the records.
+                (last,) = conn.execute("SELECT MAX(seq) FROM logs").fetchone()
+                if last is not None:
+                    conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                     [("stats_backfill_done", "0"), ("stats_backfill_end", str(last))])
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            pending = conn.execute("SELECT 1 FROM meta WHERE key = 'stats_backfill_end'").fetchone() is not None
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            conn.close()
+            raise
         self._conn = conn
+        return pending
 
     async def close(self) -> None:
         """Finish every pending write, then close the connections."""
         if self.closed:
             return
         self.closed = True
+        if self._backfill_task is not None:
+            self._backfill_task.cancel()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._writer, self._close_writer)
         self._writer.shutdown(wait=True)
@@ -312,23 +359,75 @@ class LogStore:
                conn: sqlite3.Connection | None = None) -> list[dict]:
         rows = [record_row(r, redact, self.max_content_chars, decode) for r in records]
         conn = conn or self._conn
-        conn.execute("BEGIN")
+        conn.execute("BEGIN IMMEDIATE")   # the write lock first: nobody adds an id between the check and the insert
         try:
-            conn.executemany(_INSERT, [_row_values(row) for row in rows])
+            # A record delivered twice is stored (and summed) once.
+            seen = {r[0] for r in conn.execute("SELECT id FROM logs WHERE id IN (SELECT value FROM json_each(?))",
+                                               (dumps([row["id"] for row in rows]),))}
+            new = []
+            for row in rows:
+                if row["id"] not in seen:
+                    seen.add(row["id"])
+                    new.append(row)
+            conn.executemany(_INSERT, [_row_values(row) for row in new])
+            self._summary.add(conn, [_narrow(row) for row in new])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
+            self._summary.forget()
             raise
         self.written += len(rows)
-        return rows
+        return new
 
     def write_sync(self, records: list, redact: Callable, decode: Callable | None = None) -> list[dict]:
-        conn = self._connect()
+        conn = self._connect_writer()
         try:
-            conn.executescript(SCHEMA)
             return self._write(records, redact, decode, conn)
         finally:
             conn.close()
+
+    async def _backfill(self) -> None:
+        """Summaries for the records of a database written before they existed, a chunk at a time
+        on the writer thread, between batches. Progress is in ``meta``, so a restart resumes."""
+        loop = asyncio.get_running_loop()
+        log.info("logstore_summary_backfill_started", path=self.path)
+        try:
+            while await loop.run_in_executor(self._writer, self._backfill_step):
+                pass
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            log.exception("logstore_summary_backfill_failed", path=self.path)
+            return
+        log.info("logstore_summary_backfill_done", path=self.path)
+
+    def _backfill_step(self) -> bool:
+        """Summarise the next :data:`BACKFILL_CHUNK` records; False once every record is summarised."""
+        limit = BACKFILL_CHUNK
+        conn = self._conn
+        if conn is None:
+            return False
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN "
+                                     "('stats_backfill_done', 'stats_backfill_end')").fetchall())
+            if "stats_backfill_end" not in meta:   # finished (maybe by another worker)
+                conn.execute("COMMIT")
+                return False
+            done, end = int(meta["stats_backfill_done"]), int(meta["stats_backfill_end"])
+            rows = conn.execute(f"SELECT seq, {summary.NARROW_SQL} FROM logs WHERE seq > ? AND seq <= ? "
+                                "ORDER BY seq LIMIT ?", (done, end, limit)).fetchall()
+            self._summary.add(conn, [r[1:] for r in rows])
+            if len(rows) < limit:
+                conn.execute("DELETE FROM meta WHERE key IN ('stats_backfill_done', 'stats_backfill_end')")
+            else:
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'stats_backfill_done'", (str(rows[-1][0]),))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            self._summary.forget()
+            raise
+        return len(rows) == limit
 
     async def prune(self, older_than: float | None, max_rows: int | None) -> int:
         if self.closed:
@@ -336,9 +435,13 @@ class LogStore:
         return await asyncio.get_running_loop().run_in_executor(self._writer, self._prune, older_than, max_rows)
 
     def _prune(self, older_than: float | None, max_rows: int | None) -> int:
+        """Delete old records. First the summaries' watermark moves (``stats_from``: no record
+        older than it is left), then the records go, then the summaries wholly before it."""
         conn = self._conn
         deleted = 0
-        if older_than is not None:
+        if older_than is not None and conn.execute("SELECT 1 FROM logs WHERE time < ? LIMIT 1",
+                                                   (older_than,)).fetchone():
+            self._raise_watermark(older_than)
             while True:   # in chunks, so readers and the next batch are not held up
                 cur = conn.execute("DELETE FROM logs WHERE seq IN (SELECT seq FROM logs WHERE time < ? LIMIT 5000)",
                                    (older_than,))
@@ -348,12 +451,21 @@ class LogStore:
         if max_rows is not None:
             (count,) = conn.execute("SELECT COUNT(*) FROM logs").fetchone()
             if count > max_rows:
+                (newest_deleted,) = conn.execute("SELECT time FROM logs ORDER BY time ASC, seq ASC LIMIT 1 OFFSET ?",
+                                                 (count - max_rows - 1,)).fetchone()
+                self._raise_watermark(newest_deleted)
                 cur = conn.execute("DELETE FROM logs WHERE seq IN (SELECT seq FROM logs ORDER BY time ASC, seq ASC "
                                    "LIMIT ?)", (count - max_rows,))
                 deleted += cur.rowcount
         if deleted:
+            (watermark,) = conn.execute("SELECT CAST(value AS REAL) FROM meta WHERE key = 'stats_from'").fetchone()
+            summary.prune(conn, watermark)
             conn.execute("PRAGMA incremental_vacuum")
         return deleted
+
+    def _raise_watermark(self, at: float) -> None:
+        self._conn.execute("INSERT INTO meta VALUES ('stats_from', ?) ON CONFLICT (key) DO UPDATE SET "
+                           "value = MAX(CAST(value AS REAL), CAST(excluded.value AS REAL))", (repr(float(at)),))
 
     # --- reads ---
 
@@ -396,10 +508,146 @@ class LogStore:
     async def count(self) -> int:
         return await self._read(lambda: self._rconn().execute("SELECT COUNT(*) FROM logs").fetchone()[0])
 
-    async def stats(self, flt: LogFilter, buckets: int) -> dict:
-        return await self._read(self._stats, flt, buckets)
+    async def stats(self, flt: LogFilter, buckets: int, exact: bool = False) -> dict:
+        """Stats of the matching records: from the summaries when they can answer (``source``:
+        ``summary``; percentiles within :data:`summary.PERCENTILE_ERROR`), else, or with ``exact``,
+        from the records themselves (``source``: ``records``)."""
+        return await self._read(self._stats, flt, buckets, exact)
 
-    def _stats(self, flt: LogFilter, buckets: int) -> dict:
+    def _stats(self, flt: LogFilter, buckets: int, exact: bool = False) -> dict:
+        conn = self._rconn()
+        conn.execute("BEGIN")   # one snapshot: summaries, combinations and records agree
+        try:
+            result = None
+            if not exact and flt.since is not None and flt.q is None and flt.columns <= summary.FILTERABLE:
+                result = self._stats_summary(conn, flt, max(buckets, 1))
+            if result is None:
+                result = self._stats_exact(conn, flt, buckets)
+        finally:
+            conn.execute("COMMIT")
+        return result
+
+    def _series_end(self, conn: sqlite3.Connection, flt: LogFilter, now: float) -> float:
+        """``until``, or now: or the newest matching record if it is in the future (a cheap look)."""
+        if flt.until is not None:
+            return flt.until
+        where, params = flt.where()
+        and_ = " AND " if where else " WHERE "
+        latest = conn.execute(f"SELECT MAX(time) FROM logs{where}{and_}time > ?", params + [now]).fetchone()[0]
+        return max(now, latest or now)
+
+    def _combo_table(self, conn: sqlite3.Connection) -> dict[int, tuple]:
+        """stats_combos, read incrementally (rows are only ever added)."""
+        combos = self._combos
+        rows = conn.execute(f"SELECT id, {', '.join(summary.COMBO_COLUMNS)} FROM stats_combos WHERE id > ?",
+                            (max(combos, default=0),)).fetchall()
+        if rows:
+            combos = {**combos, **{r[0]: tuple(r[1:]) for r in rows}}
+            with self._lock:
+                if len(combos) > len(self._combos):
+                    self._combos = combos
+        return combos
+
+    def _stats_summary(self, conn: sqlite3.Connection, flt: LogFilter, nb: int) -> dict | None:
+        """The stats from the summary tables (see :mod:`.summary`), or None when they cannot answer
+        this filter exactly."""
+        meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('stats_backfill_end', 'stats_from')")
+                    .fetchall())
+        if "stats_backfill_end" in meta:   # older records are not all summarised yet
+            return None
+        combos = self._combo_table(conn)
+        matching = {cid for cid, combo in combos.items() if flt.match_columns(summary.combo_row(combo))}
+        scope = summary.scope_for(matching, combos)
+        if scope is None:
+            return None
+        dim, values = scope
+        since, until = flt.since, flt.until
+        # Nothing older than the watermark is left; summaries of the granule it falls in are not used.
+        start = max(since, float(meta["stats_from"])) if "stats_from" in meta else since
+        end = self._series_end(conn, flt, time.time())
+
+        # Series buckets of whole granules: minutes, or hours over more than two days (so that a
+        # series never reads more than 2,880 minutes).
+        width = max((end - since) / nb, 1e-3)
+        level = 3600 if end - since > summary.MINUTE_SERIES_SPAN else 60
+        step = math.ceil(width / level) * level
+        first = math.floor(since / level) * level
+        series = [Agg() for _ in range(max(1, math.ceil((end - first) / step)))]
+
+        def bucket_of(t: float) -> Agg:
+            return series[min(len(series) - 1, max(0, int((t - first) // step)))]
+
+        edge_rows = self._edge_rows(conn, flt, start)
+        for r in edge_rows:
+            bucket_of(r[0]).add(r)
+        marks = ", ".join("?" * len(values))
+        for lvl, lo, hi in summary.rollup_ranges(start, until, level):
+            for t, *row in conn.execute(
+                    f"SELECT t, {', '.join(summary.SCOPE_COLUMNS)} FROM stats_scope WHERE level = ? AND dim = ? "
+                    f"AND t >= ? AND t < ? AND value IN ({marks})",
+                    [lvl, dim, lo, hi] + [summary.stored(v) for v in values]):
+                bucket_of(t).merge_scope_row(row)
+        total = Agg()
+        for agg in series:
+            total.merge(agg)
+        breakdowns = self._summary_breakdowns(conn, dim, matching, combos, start, until, edge_rows)
+        return {
+            "since": since, "until": end, "count": total.n, "errors": total.errors,
+            "error_rate": total.errors / total.n if total.n else 0.0,
+            "input_tokens": total.input_tokens, "output_tokens": total.output_tokens,
+            "cached_tokens": total.cached_tokens, "total_tokens": total.input_tokens + total.output_tokens,
+            "cost": total.cost, "cache_hits": total.cache_hits, "fallbacks": total.fallbacks,
+            "latency_ms": {"avg": total.lat.avg(), "max": total.lat.max, **total.lat.percentiles((50, 90, 99))},
+            "ttft_ms": {"avg": total.ttft.avg(), **total.ttft.percentiles((50, 90, 99))},
+            "bucket_seconds": step,
+            "series": [{"t": first + i * step, "count": agg.n, "errors": agg.errors,
+                        **{f"latency_{k}": v for k, v in agg.lat.percentiles((50, 90)).items()},
+                        "latency_avg": agg.lat.avg()} for i, agg in enumerate(series)],
+            **{f"by_{name}": breakdowns[name] for name in summary.BREAKDOWNS},
+            "source": "summary",
+        }
+
+    @staticmethod
+    def _edge_rows(conn: sqlite3.Connection, flt: LogFilter, start: float) -> list[tuple]:
+        """The matching records of the part-minutes at the ends of the range (:func:`summary.raw_ranges`)."""
+        where, params = flt.where()
+        and_ = " AND " if where else " WHERE "
+        rows: list[tuple] = []
+        for lo, hi in summary.raw_ranges(start, flt.until):
+            bounds = f"{and_}time >= ?" + (" AND time < ?" if hi is not None else "")
+            rows += conn.execute(f"SELECT {summary.NARROW_SQL} FROM logs{where}{bounds}",
+                                 params + [lo] + ([hi] if hi is not None else [])).fetchall()
+        return rows
+
+    @staticmethod
+    def _summary_breakdowns(conn: sqlite3.Connection, dim: str, matching: set[int], combos: dict[int, tuple],
+                            start: float, until: float | None, edge_rows: list[tuple]) -> dict[str, list[dict]]:
+        """by_provider, by_model, ...: from the per-dimension summaries when every record counts,
+        else from the per-combination ones of the matching combinations; hours where whole."""
+        groups: dict[str, dict] = {d: {} for d in summary.BREAKDOWNS}
+        for r in edge_rows:
+            combo = summary.combo_of(r)
+            for d in summary.BREAKDOWNS:
+                summary.merge_breakdowns(groups, d, summary.DIMS[d](combo), 1, combo[7], (r[11] or 0) + (r[12] or 0),
+                                         r[14] or 0.0, r[9] or 0.0, 1 if r[9] is not None else 0)
+        sums = "SUM(n), SUM(errors), TOTAL(input_tokens + output_tokens), TOTAL(cost), TOTAL(lat_sum), SUM(lat_n)"
+        dims = ", ".join("?" * len(summary.BREAKDOWNS))
+        for level, lo, hi in summary.rollup_ranges(start, until, 3600):
+            if dim == "":
+                for d, value, *sums_row in conn.execute(
+                        f"SELECT dim, value, {sums} FROM stats_scope WHERE level = ? AND dim IN ({dims}) "
+                        "AND t >= ? AND t < ? GROUP BY dim, value", [level, *summary.BREAKDOWNS, lo, hi]):
+                    summary.merge_breakdowns(groups, d, summary.loaded(value), *sums_row)
+            else:
+                for cid, *sums_row in conn.execute(
+                        f"SELECT combo, {sums} FROM stats_rollup WHERE level = ? AND t >= ? AND t < ? "
+                        "AND combo IN (SELECT value FROM json_each(?)) GROUP BY combo",
+                        (level, lo, hi, dumps(sorted(matching)))):
+                    for d in summary.BREAKDOWNS:
+                        summary.merge_breakdowns(groups, d, summary.DIMS[d](combos[cid]), *sums_row)
+        return summary.breakdown_lists(groups)
+
+    def _stats_exact(self, conn: sqlite3.Connection, flt: LogFilter, buckets: int) -> dict:
         """One SQL statement (``_STATS_SQL``), one pass over the matching rows of the (wide) ``logs``
         table, plus, when the filter leaves the time range open, a look at its bounds.
 
@@ -410,16 +658,12 @@ class LogStore:
         few rows per bucket and per breakdown value, however many records the range holds."""
         where, params = flt.where()
         nb = max(buckets, 1)
-        conn = self._rconn()
-        and_ = " AND " if where else " WHERE "
         now = time.time()
-        since, until = flt.since, flt.until
+        since = flt.since
         if since is None:   # the oldest matching row
             since = conn.execute(f"SELECT MIN(time) FROM logs{where}", params).fetchone()[0]
             since = since if since is not None else now - 3600
-        if until is None:   # now, or the newest matching row if it is in the future (a cheap look)
-            latest = conn.execute(f"SELECT MAX(time) FROM logs{where}{and_}time > ?", params + [now]).fetchone()[0]
-            until = max(now, latest or now)
+        until = self._series_end(conn, flt, now)
         width = max((until - since) / nb, 1e-3)
         rows = conn.execute(_STATS_SQL.replace("{where}", where), [nb - 1, since, width] + params).fetchall()
         agg = next(r[2:13] for r in rows if r[0] == "agg")
@@ -459,6 +703,7 @@ class LogStore:
             "ttft_ms": {"avg": ttft_avg, **ttft},
             "bucket_seconds": width, "series": series,
             **{f"by_{name}": groups[name] for name in _GROUPS},
+            "source": "records",
         }
 
 

@@ -119,6 +119,25 @@ def test_dashboard_live_filter_detail(logstore_gateway, browser_page, tmp_path):
     page.select_option("#f-cache_hit", "")
     expect(rows).to_have_count(9)
 
+    # time to first token: a lower and an upper bound, also for rows arriving live
+    gw.call(gw.logstore.hookway_log([_record(model="e1/slow-start", ttft_ms=900.0),
+                                     _record(model="e1/quick-start", ttft_ms=20.0)]))
+    expect(rows).to_have_count(11)
+    page.fill("#f-min_ttft", "500")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("e1/slow-start")
+    gw.call(gw.logstore.hookway_log([_record(model="e1/slow-too", ttft_ms=750.0),
+                                     _record(model="e1/quick-too", ttft_ms=5.0)]))
+    expect(rows).to_have_count(2)
+    expect(rows.first).to_contain_text("e1/slow-too")
+    page.fill("#f-max_ttft", "800")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("e1/slow-too")
+    expect(page.locator("#c-count")).to_have_text("1")
+    page.click("#f-clear")
+    expect(rows).to_have_count(13)
+    expect(page.locator("#c-count")).to_have_text("13")
+
     # open a request: the conversation and the response
     page.locator("#rows tr", has_text="e2/beta").last.click()
     detail = page.locator("#detail")
