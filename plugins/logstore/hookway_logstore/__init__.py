@@ -22,7 +22,7 @@ import structlog
 from aiohttp import web
 
 from hookway import hookimpl
-from hookway.app import admin_only
+from hookway.admin import admin_only
 
 from .filters import FilterError, LogFilter, parse_bool, parse_duration, parse_page, parse_sort
 from .store import CONTENT_COLUMNS, LogStore
