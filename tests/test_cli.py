@@ -70,39 +70,83 @@ def test_provider_type_without_plugin_is_a_clear_error(tmp_path):
 
 
 def get_json(url):
-    with urllib.request.urlopen(url, timeout=2) as resp:
+    with urllib.request.urlopen(url, timeout=10) as resp:
         return json.loads(resp.read())
 
 
-def wait_for(url, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def ours(proc: subprocess.Popen, pid: int) -> bool:
+    """Whether ``pid`` is the `hookway serve` process or one of its workers."""
+    if pid == proc.pid:
+        return True
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return f"\nPPid:\t{proc.pid}\n" in status
+
+
+class PortTaken(Exception):
+    pass
+
+
+def wait_for_health(proc: subprocess.Popen, port: int, timeout: float = 60) -> dict:
+    """/health of ``proc`` once it answers (start-up is slow on a loaded machine: the deadline only
+    bounds a failure). PortTaken if another process got the port between its pick and the bind."""
+    url = f"http://127.0.0.1:{port}/health"
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            out = proc.stdout.read()
+            if f"cannot serve on 127.0.0.1:{port}" in out:
+                raise PortTaken(out)
+            raise AssertionError(f"hookway serve exited with {proc.returncode}: {out}")
         try:
-            return get_json(url)
+            health = get_json(url)
         except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"{url} did not answer")
+            health = None
+        if health is not None:
+            if not ours(proc, health["pid"]):
+                raise PortTaken(f"another process answers on port {port}")
+            return health
+        assert time.monotonic() < deadline, f"{url} did not answer in {timeout} s"
+        time.sleep(0.1)
+
+
+def serve(tmp_path, workers: int) -> tuple[subprocess.Popen, int, dict]:
+    """`hookway serve` on a free port, once it answers: (process, port, health). A port is free
+    when picked, but another process may take it before the server binds it: then another one."""
+    for _ in range(5):
+        port = free_port()
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(f"server: {{port: {port}}}\n")
+        proc = subprocess.Popen([*HOOKWAY, "serve", "--config", str(cfg), "--workers", str(workers)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            return proc, port, wait_for_health(proc, port)
+        except BaseException as exc:
+            proc.kill()
+            proc.communicate(timeout=30)
+            if not isinstance(exc, PortTaken):
+                raise
+    raise AssertionError("no free port could be served on in 5 tries")
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_serve_answers_and_stops_cleanly(tmp_path, workers):
-    port = free_port()
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"server: {{port: {port}}}\n")
-    proc = subprocess.Popen([*HOOKWAY, "serve", "--config", str(cfg), "--workers", str(workers)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc, port, health = serve(tmp_path, workers)
     try:
-        health = wait_for(f"http://127.0.0.1:{port}/health")
         assert health["status"] == "ok"
         if workers == 2:   # both processes accept on the shared port (the second may start later)
             pids: set = set()
-            deadline = time.time() + 20
-            while len(pids) < 2 and time.time() < deadline:
-                pids.add(get_json(f"http://127.0.0.1:{port}/health")["pid"])
+            deadline = time.monotonic() + 60
+            while len(pids) < 2 and time.monotonic() < deadline:
+                pid = get_json(f"http://127.0.0.1:{port}/health")["pid"]
+                if ours(proc, pid):
+                    pids.add(pid)
             assert len(pids) == 2, pids
     finally:
         proc.terminate()
-        out, _ = proc.communicate(timeout=20)
+        out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert "serving" in out and "Traceback" not in out
 

@@ -38,7 +38,7 @@ def test_a_whole_answer_cut_mid_body_falls_back(fake_upstreams, start_gateway):
 
 def test_first_byte_timeout_applies_to_whole_translated_answers(fake_upstreams, start_gateway):
     a, b = fake_upstreams(), fake_upstreams()
-    a.enqueue(Reply(text="too late", first_byte_delay=2))
+    a.enqueue(Reply(text="too late", first_byte_delay=5))   # far past the 0.3 s limit
     b.enqueue(Reply(text="from b"))
 
     class Translate:

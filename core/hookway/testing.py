@@ -14,8 +14,14 @@ Fixtures:
   enabled (as ``sink`` and ``headerauth``), on one data directory for the whole test, so a test
   can stop a gateway and start another on the same stores.
 
-Test plugins to enable with ``extra_plugins``: :class:`RecordingSink` (keeps every log record) and
-:class:`HeaderIdentity` (an identity from ``x-test-*`` headers, instead of a real auth plugin).
+* ``refused_port`` — a port on 127.0.0.1 where connections are refused, reserved for the test.
+
+Test plugins to enable with ``extra_plugins``: :class:`RecordingSink` (keeps every log record),
+:class:`GatedSink` (holds the log records until the test opens it) and :class:`HeaderIdentity`
+(an identity from ``x-test-*`` headers, instead of a real auth plugin).
+
+Log records reach the sinks in background batches, after the answer reached the client: wait for
+them (``RecordingSink.wait(n)``) rather than reading them right after a response.
 
 Example::
 
@@ -31,6 +37,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 import uuid
@@ -45,8 +52,9 @@ from .config import build as build_config
 from .hookspecs import hookimpl
 from .pipeline import Identity
 
-__all__ = ["Reply", "FakeOpenAI", "RunningGateway", "ThreadedApp", "RecordingSink", "HeaderIdentity",
-           "provider_block", "fake_upstream", "fake_upstreams", "start_gateway", "start_test_gateway"]
+__all__ = ["Reply", "FakeOpenAI", "RunningGateway", "ThreadedApp", "RecordingSink", "GatedSink",
+           "HeaderIdentity", "provider_block", "fake_upstream", "fake_upstreams", "start_gateway",
+           "start_test_gateway", "refused_port"]
 
 
 class ThreadedApp:
@@ -83,7 +91,8 @@ class ThreadedApp:
 
     def start(self) -> "ThreadedApp":
         self._thread.start()
-        self._ready.wait(30)
+        if not self._ready.wait(60):
+            raise RuntimeError("the test server did not start within 60 s")
         if self._error is not None:
             raise self._error
         return self
@@ -370,12 +379,41 @@ class RecordingSink:
         RecordingSink.records.extend(records)
 
     @classmethod
-    def wait(cls, n: int, timeout: float = 5.0) -> list:
-        """The records once there are at least ``n`` (log records arrive in background batches)."""
+    def wait(cls, n: int, timeout: float = 30.0) -> list:
+        """The records once there are at least ``n`` (log records arrive in background batches,
+        after the answer reached the client). The deadline only bounds a failing test."""
         deadline = time.monotonic() + timeout
-        while len(cls.records) < n and time.monotonic() < deadline:
+        while len(cls.records) < n:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(cls.records)} of {n} log records after {timeout} s: {cls.records}")
             time.sleep(0.02)
         return cls.records
+
+
+class GatedSink:
+    """A log sink plugin (``hookway_log``) that holds every batch until :meth:`open` is called, as
+    a sink stuck on a slow backend would: records pile up in the gateway's log queue for as long as
+    the test wants, without guessing at timings. It runs before the other sinks, so they see
+    nothing while it is closed. Enable as ``{"gate": GatedSink}``; the ``start_gateway`` fixture
+    closes it before the test and opens it before stopping the gateways, so they can flush."""
+
+    opened = threading.Event()
+    batches = 0      # batches that reached the gate
+
+    @hookimpl(tryfirst=True)
+    async def hookway_log(self, records):
+        GatedSink.batches += 1
+        while not GatedSink.opened.is_set():
+            await asyncio.sleep(0.01)
+
+    @classmethod
+    def open(cls) -> None:
+        cls.opened.set()
+
+    @classmethod
+    def close(cls) -> None:
+        cls.opened.clear()
+        cls.batches = 0
 
 
 class HeaderIdentity:
@@ -434,6 +472,7 @@ def start_gateway(tmp_path_factory):
     started: list[RunningGateway] = []
     data_dir = str(tmp_path_factory.mktemp("hookway-data"))
     RecordingSink.records = []
+    GatedSink.close()
 
     def start(config: dict, extra_plugins: dict | None = None) -> RunningGateway:
         server = {"data_dir": data_dir, **(config.get("server") or {})}
@@ -442,6 +481,7 @@ def start_gateway(tmp_path_factory):
         return gw
 
     yield start
+    GatedSink.open()
     for gw in started:
         gw.stop()
 
@@ -454,3 +494,13 @@ def start_test_gateway(start_gateway, tmp_path):
         return start_gateway({**config, "server": server, "plugins": plugins},
                              {"sink": RecordingSink, "headerauth": HeaderIdentity})
     return start
+
+
+@pytest.fixture
+def refused_port():
+    """A port on 127.0.0.1 that refuses connections: bound for the whole test but not listening,
+    so no other process can start listening there meanwhile (as it could on a port merely found
+    free and closed again)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]

@@ -106,6 +106,8 @@ class FallbacksPlugin:
         self.rotate_keys = True
         self.fallback_on_auth_error = True
         self.max_attempts = 20
+        # How a backoff is waited; tests replace it to see the delays chosen without a stopwatch.
+        self.sleep = asyncio.sleep
 
     @hookimpl
     def hookway_config_schema(self):
@@ -174,7 +176,7 @@ class FallbacksPlugin:
                                                           or error.headers.get("Retry-After")))
                 state.retries += 1
                 if delay > 0:
-                    await asyncio.sleep(delay)
+                    await self.sleep(delay)
                 return state.chain[state.index]
 
         # 3. the next target

@@ -107,8 +107,9 @@ def set_clock(gw) -> Clock:
     return clock
 
 
-def wait_for(predicate, timeout: float = 5.0, interval: float = 0.02):
-    """Poll until ``predicate()`` is truthy (for effects of the background sync)."""
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.02):
+    """Poll until ``predicate()`` is truthy (for effects of the background sync, or of a request
+    that finishes after its answer reached the client). The deadline only bounds a failure."""
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()

@@ -33,9 +33,12 @@ def _need(condition: bool, reason: str) -> None:
 def browser_page():
     _need(os.path.exists(CHROMIUM), f"chromium not found at {CHROMIUM} (apt-get install chromium)")
     try:
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import expect, sync_playwright
     except ImportError:
         _need(False, "playwright is not installed (pip install playwright; never `playwright install`)")
+    # expect() gives up after 5 s by default: too short for a browser on a loaded machine. A
+    # longer deadline costs nothing when the page is right (each check returns when it holds).
+    expect.set_options(timeout=30_000)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 900})

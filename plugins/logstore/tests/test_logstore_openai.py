@@ -29,7 +29,7 @@ def openai_gateway(start_gateway, fake_upstream, tmp_path):
 
 
 def _rows(gw, n):
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while gw.store.written < n:
         assert time.monotonic() < deadline
         time.sleep(0.02)

@@ -164,8 +164,9 @@ def test_a_second_worker_applies_changes_from_the_shared_store(fake_upstream, st
     httpx.post(a.url + "/api/providers", json={"provider": "extra", "type": "openai",
                                                "keys": [{"name": "k", "value": "sk-extra-key-00000000"}],
                                                "network_config": {"base_url": fake_upstream.url}})
-    deadline = time.monotonic() + 5
-    while "extra" not in b.gateway.adapters and time.monotonic() < deadline:
+    deadline = time.monotonic() + 30   # b syncs in the background; the deadline only bounds a failure
+    while "extra" not in b.gateway.adapters:
+        assert time.monotonic() < deadline, "the second worker never applied the new provider"
         time.sleep(0.02)
     chat(b.url, "x", "extra/m")
     assert fake_upstream.last.headers["authorization"] == "Bearer sk-extra-key-00000000"

@@ -8,7 +8,6 @@ render), so both paths of this plugin are exercised with the same client.
 from __future__ import annotations
 
 import json
-import socket
 
 import httpx
 import openai
@@ -113,10 +112,11 @@ def _logged_stream(fake_upstream, start_gateway, mode, reply, read):
 
 
 def test_a_client_that_closes_after_done_is_a_finished_request(fake_upstream, start_gateway, mode):
-    # The SDK closes its connection at [DONE]; this upstream holds its own open a while longer,
-    # so the gateway sees the client leave before the upstream ends. That is not a cancellation.
+    # The SDK closes its connection at [DONE]; this upstream holds its own open far longer (the
+    # gateway stops reading it when the client leaves), so the gateway sees the client leave
+    # before the upstream ends, however slow the machine. That is not a cancellation.
     record = _logged_stream(fake_upstream, start_gateway, mode,
-                            Reply(text="abcdef", chunk_size=2, usage=(31, 9, 0), eof_delay=1.0), list)
+                            Reply(text="abcdef", chunk_size=2, usage=(31, 9, 0), eof_delay=30), list)
     assert (record.status, record.stop_reason) == (200, "end_turn")
     assert (record.input_tokens, record.output_tokens) == (31, 9)
 
@@ -129,7 +129,7 @@ def test_a_client_that_closes_before_the_end_is_a_cancelled_request(fake_upstrea
         stream.close()
 
     record = _logged_stream(fake_upstream, start_gateway, mode,
-                            Reply(text="x" * 50, chunk_size=1, chunk_delay=0.05, eof_delay=1.0), read_two)
+                            Reply(text="x" * 50, chunk_size=1, chunk_delay=0.05, eof_delay=60), read_two)
     assert record.status == 499 and record.stop_reason is None
 
 
@@ -315,12 +315,9 @@ def test_unknown_model_is_an_openai_shaped_error(fake_upstream, start_gateway):
     assert fake_upstream.requests == []
 
 
-def test_connection_refused_is_502(start_gateway):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]   # closed again: nothing listens there
+def test_connection_refused_is_502(start_gateway, refused_port):
     gw = start_gateway({"plugins": {"openai": {}}, "providers": {
-        "up": {"type": "openai", "network_config": {"base_url": f"http://127.0.0.1:{port}/v1"}}}})
+        "up": {"type": "openai", "network_config": {"base_url": f"http://127.0.0.1:{refused_port}/v1"}}}})
     c = openai.OpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
     with pytest.raises(openai.APIStatusError) as exc:
         c.chat.completions.create(model="up/m", messages=USER)
@@ -329,7 +326,7 @@ def test_connection_refused_is_502(start_gateway):
 
 def test_timeout_is_504(fake_upstream, start_gateway):
     gw = start_gateway(config(fake_upstream, default_request_timeout_in_seconds=0.3))
-    fake_upstream.enqueue(Reply(text="late", first_byte_delay=1.5))
+    fake_upstream.enqueue(Reply(text="late", first_byte_delay=5))   # far past the timeout; cancelled at it
     c = openai.OpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
     with pytest.raises(openai.APIStatusError) as exc:
         c.chat.completions.create(model="up/m", messages=USER)
@@ -378,13 +375,10 @@ def test_prepare_body_applies_on_both_paths(fake_upstream, start_gateway, mode):
     assert fake_upstream.last.json["quirk"] == "chat"
 
 
-def test_models_fall_back_to_config_when_upstream_fails(start_gateway):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def test_models_fall_back_to_config_when_upstream_fails(start_gateway, refused_port):
     gw = start_gateway({"plugins": {"openai": {}}, "providers": {"up": {
         "type": "openai", "models": ["m1", "m2", "gpt-*"],
-        "network_config": {"base_url": f"http://127.0.0.1:{port}/v1"}}}})
+        "network_config": {"base_url": f"http://127.0.0.1:{refused_port}/v1"}}}})
     c = openai.OpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
     assert [m.id for m in c.models.list()] == ["up/m1", "up/m2"]
 

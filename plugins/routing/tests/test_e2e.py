@@ -197,8 +197,9 @@ def test_changes_reach_other_workers_sharing_the_database(upstreams, gateway_fac
                    json={"name": "x", "match": {"model": "x-model"}, "targets": ["backup/x"]})
     assert r.status_code == 200
     import time
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and httpx.get(gw2.url + "/api/governance/routing-rules").json()["count"] == 0:
+    deadline = time.monotonic() + 30   # gw2 reloads every 0.05 s; the deadline only bounds a failure
+    while httpx.get(gw2.url + "/api/governance/routing-rules").json()["count"] == 0:
+        assert time.monotonic() < deadline, "the second worker never saw the new rule"
         time.sleep(0.05)
     assert ask(gw2, "x-model") == "from-b"
 

@@ -91,6 +91,34 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _start_redis(binary: str) -> tuple[subprocess.Popen, int]:
+    """redis-server on a free port. The port is free when picked but another process can take it
+    before redis binds it: then this redis exits (or another one answers there), and the next port
+    is tried. The deadline only bounds a failure (start-up is slow on a loaded machine)."""
+    import redis
+
+    for _ in range(5):
+        port = _free_port()
+        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while proc.poll() is None:
+            try:
+                with redis.Redis(host="127.0.0.1", port=port, socket_timeout=2) as client:
+                    if client.info("server")["process_id"] == proc.pid:
+                        return proc, port
+                    break           # another process's redis took the port first
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"redis-server did not start on port {port} in 30 s")
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+    pytest.fail("redis-server could not start on 5 free ports")
+
+
 @pytest.fixture(scope="session")
 def redis_url():
     """A throw-away redis-server (no persistence) on a free port, for the whole session."""
@@ -107,22 +135,7 @@ def redis_url():
         if os.environ.get("HOOKWAY_CI"):
             pytest.fail(message)
         pytest.skip(message)
-    port = _free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"redis-server did not start on port {port}")
-        time.sleep(0.05)
+    proc, port = _start_redis(binary)
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
     try:

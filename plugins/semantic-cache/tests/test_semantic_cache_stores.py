@@ -73,9 +73,10 @@ async def test_same_hash_replaces_the_entry(store):
 
 
 async def test_expiry(store):
-    await store.put(entry(hash_="a", ttl=0.2))
+    # Found while fresh (a second is ample for a put and a get, even on a loaded machine)...
+    await store.put(entry(hash_="a", ttl=1.0))
     assert await store.get_exact("p", "a") is not None
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(1.1)    # ...and not once its time is up
     assert await store.get_exact("p", "a") is None
     assert await store.search("p", unit((1, 0, 0)), 0.5) is None
 
@@ -148,6 +149,11 @@ def test_redis_store_is_shared_by_two_gateways(cache_gateway, fake_upstream, sc,
     a = cache_gateway(store=store, threshold=0.9)
     b = cache_gateway(store=store, threshold=0.9)
     assert _ask(a)[0]["x-hookway-cache"] == "miss"
+    # a stores the answer after sending it: b can only find it once it is in Redis.
+    deadline = time.monotonic() + 30
+    while httpx.get(b.url + "/api/cache").json()["entries"] == 0:
+        assert time.monotonic() < deadline, "a's answer never reached the shared store"
+        time.sleep(0.02)
     h, answer = _ask(b)
     assert (h["x-hookway-cache"], h["x-hookway-cache-type"]) == ("hit", "direct")
     assert answer.choices[0].message.content == sc.ANSWER
@@ -170,12 +176,8 @@ def test_sqlite_store_survives_a_restart(cache_gateway, fake_upstream, sc, tmp_p
     assert len(sc.chat_calls(fake_upstream)) == 1
 
 
-def test_an_unreachable_redis_is_a_miss_not_an_error(cache_gateway, fake_upstream, sc):
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    gw = cache_gateway(store={"type": "redis", "url": f"redis://127.0.0.1:{port}/0", "timeout_ms": 300},
+def test_an_unreachable_redis_is_a_miss_not_an_error(cache_gateway, fake_upstream, sc, refused_port):
+    gw = cache_gateway(store={"type": "redis", "url": f"redis://127.0.0.1:{refused_port}/0", "timeout_ms": 300},
                        embeddings=None)
     h, answer = _ask(gw)
     assert h["x-hookway-cache"] == "miss" and answer.choices[0].message.content == sc.ANSWER
