@@ -44,7 +44,7 @@ class LogQueue:
         self.interval = interval
         self.items: list[LogRecord] = []
         self.sizes: list[int] = []
-        self.dropped = 0      # records refused because the queue was full
+        self.dropped = 0      # records refused because the queue was full (or a sink's store, count_dropped)
         self.delivered = 0    # records handed to every sink
         self.failed = 0       # (record, sink) deliveries that raised
         self._wakeup = asyncio.Event()
@@ -64,6 +64,12 @@ class LogQueue:
         self.bytes += size
         if len(self.items) >= self.batch:
             self._wakeup.set()
+
+    def count_dropped(self, count: int) -> None:
+        """Records a sink had to drop after the queue delivered them (its store refused them for
+        longer than it could hold them): counted with the queue's own, so wherever drops are shown
+        (``/api/logs/stats``, the Prometheus metric) they are too."""
+        self.dropped += count
 
     async def _deliver(self, batch: list[LogRecord]) -> None:
         for sink in self.sinks:

@@ -23,6 +23,9 @@ Test plugins to enable with ``extra_plugins``: :class:`RecordingSink` (keeps eve
 Log records reach the sinks in background batches, after the answer reached the client: wait for
 them (``RecordingSink.wait(n)``) rather than reading them right after a response.
 
+A full disk, portably: :func:`refuse_writes` makes a plugin's open SQLite connection fail its
+writes as on a full disk or a read-only file, :func:`accept_writes` frees it again.
+
 Example::
 
     def test_hello(fake_upstream, start_gateway):
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 import threading
 import time
 import uuid
@@ -54,7 +58,7 @@ from .pipeline import Identity
 
 __all__ = ["Reply", "FakeOpenAI", "RunningGateway", "ThreadedApp", "RecordingSink", "GatedSink",
            "HeaderIdentity", "provider_block", "fake_upstream", "fake_upstreams", "start_gateway",
-           "start_test_gateway", "refused_port"]
+           "start_test_gateway", "refused_port", "refuse_writes", "accept_writes"]
 
 
 class ThreadedApp:
@@ -428,6 +432,29 @@ class HeaderIdentity:
         if key is None and team is None and customer is None and bundle is None:
             return None
         return Identity(key_id=key, team_id=team, customer_id=customer, bundle=bundle)
+
+
+def refuse_writes(conn: sqlite3.Connection, how: str = "full") -> None:
+    """Make ``conn``'s writes fail the way they fail when the disk is full (``how="full"``: the
+    database file may not grow, so a write that needs a new page raises ``sqlite3.OperationalError``
+    "database or disk is full", SQLITE_FULL, as a real full disk does) or when the file cannot be
+    written (``how="read-only"``: every write raises "attempt to write a readonly database",
+    SQLITE_READONLY). No mount, no root. With ``"full"``, a write that fits in the free space of
+    the pages already there still succeeds: write more than a page (4 KiB) to be refused. Call it
+    on the thread that uses ``conn`` (the plugin's executor)."""
+    if how == "full":
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+    elif how == "read-only":
+        conn.execute("PRAGMA query_only = 1")
+    else:
+        raise ValueError(f"how: 'full' or 'read-only', not {how!r}")
+
+
+def accept_writes(conn: sqlite3.Connection) -> None:
+    """Undo :func:`refuse_writes`: the disk has room again."""
+    conn.execute("PRAGMA max_page_count = 1073741823")
+    conn.execute("PRAGMA query_only = 0")
 
 
 def provider_block(fake: FakeOpenAI, *keys: str, **network) -> dict:

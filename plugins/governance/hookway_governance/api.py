@@ -13,6 +13,7 @@ import dataclasses
 
 from aiohttp import web
 
+from hookway import storage
 from hookway.admin import admin_error, admin_json, admin_only, json_object_body
 
 from .model import Invalid, PARSERS, entity_counters, hash_value, iso, new_key_value, value_hint
@@ -97,13 +98,21 @@ def register(router, plugin) -> None:
                     break
         return problems
 
-    async def save(entities: list, now: float) -> None:
-        """Persist first (the value of a new key is shown once, so it must not be lost), then
-        publish in memory."""
+    async def save(entities: list, now: float, delete: tuple | None = None) -> None:
+        """Persist first, in one transaction (the value of a new key is shown once, so it must not
+        be lost), then publish in memory. When the store refuses the write (a full disk), nothing
+        is changed, in the store or in memory, and the API answers 507 (or 503)."""
+        puts = [(e.kind, e.doc(), getattr(e, "value_hash", None),
+                 [(cid, now) for cid, _ in entity_counters(e) if cid not in engine.counters], None)
+                for e in entities]
+        try:
+            versions = await plugin.run(plugin.store.change, puts, delete)
+        except Exception as exc:
+            if storage.unwritable(exc):
+                raise storage.write_refused(exc, plugin.db_path) from exc
+            raise
+        plugin.wrote(versions)
         for entity in entities:
-            new = [(cid, now) for cid, _ in entity_counters(entity) if cid not in engine.counters]
-            plugin.wrote(await plugin.run(plugin.store.put, entity.kind, entity.doc(),
-                                          getattr(entity, "value_hash", None), new))
             engine.put(entity, now)
 
     def make(segment: str):
@@ -185,9 +194,8 @@ def register(router, plugin) -> None:
                                 if t.customer_id == entity.id]
                     detached += [_replace(k, customer_id=None, updated_at=now) for k in engine.keys.values()
                                  if k.customer_id == entity.id]
-                await save(detached, now)
                 counters = [cid for cid, _ in entity_counters(entity)]
-                plugin.wrote(await plugin.run(plugin.store.delete, kind, entity.id, counters))
+                await save(detached, now, delete=(kind, entity.id, counters))
                 engine.remove(kind, entity.id)
                 for cid in counters:
                     engine.counters.pop(cid, None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import sys
 import time
 
@@ -218,4 +219,7 @@ def _guard(fn):
         except ConfigError as exc:
             print(f"hookway keys: {exc}", file=sys.stderr)
             return 2
+        except sqlite3.OperationalError as exc:   # a full disk, a read-only file
+            print(f"hookway keys: the governance store failed ({exc}); nothing was changed", file=sys.stderr)
+            return 1
     return run

@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 
-from hookway import hookimpl, ir
+from hookway import hookimpl, ir, storage
 from hookway.config import ConfigError
 from hookway.errors import GatewayError
 from hookway.pipeline import Identity
@@ -109,6 +109,7 @@ class GovernancePlugin:
         self.gateway = None
         self.multi_process = False
         self.in_database: shared.InDatabase | None = None   # several processes: decide in the database
+        self.sync_outage = storage.Outage()   # while the store refuses the counters (a full disk)
 
     # --- start-up ---------------------------------------------------------------------------
 
@@ -260,14 +261,20 @@ class GovernancePlugin:
         if self.store is not None:
             try:
                 await self.sync()
-            except Exception:
-                log.exception("governance: final flush failed")
+            except Exception as exc:
+                if storage.unwritable(exc):
+                    log.error("governance: at shutdown, %s still refuses writes (%s); the usage of %d counters "
+                              "counted since it started failing is lost", self.db_path, exc,
+                              len(self.engine.pending))
+                else:
+                    log.exception("governance: final flush failed")
             await self.run(self.store.close)
             self.store = None
         if self.executor is not None:
             self.executor.shutdown(wait=True)
 
     async def _sync_loop(self) -> None:
+        outage = self.sync_outage
         while not self.stopping.is_set():
             try:
                 await asyncio.wait_for(self.stopping.wait(), self.sync_interval)
@@ -275,8 +282,20 @@ class GovernancePlugin:
                 pass
             try:
                 await self.sync()
-            except Exception:
-                log.exception("governance: sync with the store failed; will retry")
+            except Exception as exc:
+                if not storage.unwritable(exc):
+                    log.exception("governance: sync with the store failed; will retry")
+                elif outage.failed(exc):
+                    # Once per outage, not every sync_interval_seconds.
+                    log.warning("governance: usage counters cannot be written to %s (%s: %s); budgets and "
+                                "rate limits are still enforced from memory, and what was counted is written "
+                                "once the store accepts it (retried every %ss)",
+                                self.db_path, type(exc).__name__, exc, self.sync_interval)
+            else:
+                ended = outage.recovered()
+                if ended is not None:
+                    log.warning("governance: usage counters written to %s again, after %.1f s and %d failed "
+                                "attempts", self.db_path, *ended)
 
     async def sync(self) -> None:
         """Write this process's counter deltas, read back everyone's, reload entities when

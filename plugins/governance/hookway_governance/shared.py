@@ -22,6 +22,7 @@ import asyncio
 import logging
 from typing import Callable
 
+from hookway import storage
 from hookway.errors import GatewayError
 
 from .engine import Counter, Engine, Limits
@@ -104,6 +105,7 @@ class InDatabase:
         self.engine = engine
         self.waiting: list[tuple[Callable, tuple, asyncio.Future]] = []
         self.batch: asyncio.Task | None = None
+        self.outage = storage.Outage()
 
     def decide(self, rule: Callable, *args) -> asyncio.Future:
         """The future's result is None; a refusal is its exception."""
@@ -120,10 +122,20 @@ class InDatabase:
                 try:
                     outcomes, rows = await self.run(apply, self.store, self.engine,
                                                     [(rule, args) for rule, args, _ in batch])
-                except Exception:
-                    log.exception("governance: deciding in the database failed; this batch is decided "
-                                  "from this worker's memory (its charges reach the database at the next sync)")
+                except Exception as exc:
+                    if not storage.unwritable(exc):
+                        log.exception("governance: deciding in the database failed; this batch is decided "
+                                      "from this worker's memory (its charges reach the database at the next sync)")
+                    elif self.outage.failed(exc):   # once per outage, not per batch
+                        log.warning("governance: the database refuses writes (%s: %s); until it accepts them "
+                                    "again, decisions are made from this worker's memory and their charges "
+                                    "reach the database at the first sync that succeeds", type(exc).__name__, exc)
                     outcomes, rows = [_in_memory(self.engine, rule, args) for rule, args, _ in batch], []
+                else:
+                    ended = self.outage.recovered()
+                    if ended is not None:
+                        log.warning("governance: decisions are made in the database again, after %.1f s and "
+                                    "%d batches decided in memory", *ended)
                 for (_, _, future), refused in zip(batch, outcomes):
                     if future.done():     # its request was cancelled while it waited
                         continue

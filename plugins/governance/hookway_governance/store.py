@@ -23,6 +23,8 @@ import os
 import sqlite3
 from typing import Iterable
 
+from hookway import storage
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS entities (
@@ -111,26 +113,33 @@ class Store:
             counters: Iterable[tuple[str, float]] = (), source: str | None = None) -> tuple[int, int]:
         """Insert or replace one entity (and create its new counters). Returns the config
         version before and after, so the caller knows whether anyone else wrote in between."""
-        with self._tx(immediate=True):
-            before = self._meta("config_version")
-            self.db.execute(
-                "INSERT INTO entities (kind, id, doc, value_hash, source, deleted) VALUES (?, ?, ?, ?, ?, 0) "
-                "ON CONFLICT (kind, id) DO UPDATE SET doc = excluded.doc, value_hash = excluded.value_hash, "
-                "deleted = 0",
-                (kind, doc["id"], _dumps(doc), value_hash, source or doc.get("source", "api")))
-            self._insert_counters(counters)
-            return before, self._bump()
+        return self.change([(kind, doc, value_hash, counters, source)])
 
     def delete(self, kind: str, entity_id: str, counter_ids: Iterable[str] = ()) -> tuple[int, int]:
+        return self.change([], (kind, entity_id, counter_ids))
+
+    def change(self, puts: list[tuple], delete: tuple | None = None) -> tuple[int, int]:
+        """Entities ``(kind, doc, value_hash, new counters, source)`` inserted or replaced, then
+        ``(kind, id, counter ids)`` deleted: in one transaction, so either all of it is stored or,
+        when the disk refuses the write, none of it. Returns the config versions before and after."""
         with self._tx(immediate=True):
             before = self._meta("config_version")
-            row = self.db.execute("SELECT yaml_hash FROM entities WHERE kind = ? AND id = ?",
-                                  (kind, entity_id)).fetchone()
-            if row is not None and row[0] is not None:
-                self.db.execute("UPDATE entities SET deleted = 1 WHERE kind = ? AND id = ?", (kind, entity_id))
-            else:
-                self.db.execute("DELETE FROM entities WHERE kind = ? AND id = ?", (kind, entity_id))
-            self.db.executemany("DELETE FROM counters WHERE id = ?", [(c,) for c in counter_ids])
+            for kind, doc, value_hash, counters, source in puts:
+                self.db.execute(
+                    "INSERT INTO entities (kind, id, doc, value_hash, source, deleted) VALUES (?, ?, ?, ?, ?, 0) "
+                    "ON CONFLICT (kind, id) DO UPDATE SET doc = excluded.doc, value_hash = excluded.value_hash, "
+                    "deleted = 0",
+                    (kind, doc["id"], _dumps(doc), value_hash, source or doc.get("source", "api")))
+                self._insert_counters(counters)
+            if delete is not None:
+                kind, entity_id, counter_ids = delete
+                row = self.db.execute("SELECT yaml_hash FROM entities WHERE kind = ? AND id = ?",
+                                      (kind, entity_id)).fetchone()
+                if row is not None and row[0] is not None:
+                    self.db.execute("UPDATE entities SET deleted = 1 WHERE kind = ? AND id = ?", (kind, entity_id))
+                else:
+                    self.db.execute("DELETE FROM entities WHERE kind = ? AND id = ?", (kind, entity_id))
+                self.db.executemany("DELETE FROM counters WHERE id = ?", [(c,) for c in counter_ids])
             return before, self._bump()
 
     def _insert_counters(self, counters: Iterable[tuple[str, float]]) -> None:
@@ -205,5 +214,12 @@ class _Transaction:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if exc_type is None:
+            try:
+                self.db.execute("COMMIT")   # where a full disk is usually found (WAL mode)
+            except BaseException:
+                storage.rollback(self.db)
+                raise
+        else:
+            storage.rollback(self.db)
         return False

@@ -98,3 +98,12 @@ def test_the_installed_command_runs(config_file):
     out = subprocess.run([hookway, "keys", "list", "--config", str(path)], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and "no virtual keys" in out.stdout
+
+
+def test_a_store_that_cannot_be_written_is_a_clear_error(config_file, tmp_path, capsys):
+    path, _ = config_file
+    (tmp_path / "data" / "governance.db").mkdir(parents=True)      # not a file SQLite can open
+    code, out, err = run(capsys, "keys", "create", "--config", str(path), "--name", "ci")
+    assert code == 1 and out == ""
+    assert last_line(err) == ("hookway keys: the governance store failed (unable to open database file); "
+                              "nothing was changed")

@@ -97,7 +97,11 @@ class LogstorePlugin:
         self.max_rows = settings.get("max_rows")
         self.retention_check = settings.get("retention_check_seconds", 300.0)
         self.dashboard = settings.get("dashboard", True)
-        self.store = LogStore(path, max_content_chars=settings.get("max_content_bytes", 4_000_000))
+        server = gateway.config.server
+        # Records the store refuses (a full disk) wait in memory within the log queue's bounds.
+        self.store = LogStore(path, max_content_chars=settings.get("max_content_bytes", 4_000_000),
+                              backlog_records=server.log_queue_size, backlog_chars=server.log_queue_bytes,
+                              on_written=self._broadcast, on_dropped=self._count_dropped)
 
     @hookimpl
     def hookway_cleanup_ctx(self, gateway):
@@ -137,8 +141,13 @@ class LogstorePlugin:
             log.warning("logstore_records_after_close", count=len(records),
                         detail="the core delivered records after the store closed; written directly")
         rows = await self.store.write(records, self.gateway.redactor(), self._decode)
-        if self.subscribers:
-            self._broadcast(rows)
+        self._broadcast(rows)
+
+    def _count_dropped(self, count: int) -> None:
+        """Records the store refused for longer than the backlog could hold them: counted with
+        the log queue's drops (``/api/logs/stats``, the Prometheus metric)."""
+        if self.gateway.log_queue is not None:
+            self.gateway.log_queue.count_dropped(count)
 
     def _decode(self, record):
         """A pass-through answer's bytes read by the dialect that produced them (writer thread)."""
@@ -148,7 +157,7 @@ class LogstorePlugin:
         return dialect.response_from_bytes(record.response_body, record.operation, record.stream)
 
     def _broadcast(self, rows: list[dict]) -> None:
-        for sub in list(self.subscribers):
+        for sub in list(self.subscribers):   # none, mostly
             for row in rows:
                 if sub.filter.match(row):
                     try:
@@ -199,6 +208,7 @@ class LogstorePlugin:
         queue = self.gateway.log_queue
         stats["dropped"] = queue.dropped if queue is not None else 0
         stats["queued"] = len(queue.items) if queue is not None else 0
+        stats["waiting_for_disk"] = len(self.store.backlog)
         stats["log_content"] = self.log_content
         return _json(stats)
 

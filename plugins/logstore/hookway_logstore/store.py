@@ -4,11 +4,17 @@ The event loop never touches SQLite: writes go to one dedicated thread (one conn
 transaction per batch, which also updates the summaries of :mod:`.summary`), reads to a small
 pool of reader threads with their own connections. WAL mode lets readers run while the writer
 writes.
+
+When the store refuses a batch (full disk, read-only file, I/O error), its rows wait in memory, as
+many records and content characters as the core's log queue may hold, behind which every later
+batch waits too; retries, spaced out from :data:`RETRY_FIRST` to :data:`RETRY_MAX` seconds, write
+them in order once the store accepts them. Rows beyond the bound are dropped and counted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 import os
 import sqlite3
@@ -21,7 +27,7 @@ from typing import Any, Callable
 import orjson
 import structlog
 
-from hookway import ir
+from hookway import ir, storage
 
 from . import summary
 from .filters import LogFilter
@@ -32,6 +38,11 @@ log = structlog.get_logger("hookway.logstore")
 # 1: the logs table. 2: the summary tables (stats_*), filled for older rows in the background.
 SCHEMA_VERSION = 2
 BACKFILL_CHUNK = 5000
+# Rows the store refused are retried after RETRY_FIRST seconds, the wait doubling up to RETRY_MAX,
+# and written FLUSH_CHUNK to a transaction (new batches may go in between, behind them).
+RETRY_FIRST = 0.5
+RETRY_MAX = 30.0
+FLUSH_CHUNK = 500
 
 SUMMARY_COLUMNS = (
     "id", "time", "dialect", "operation", "model", "provider", "upstream_model", "rule",
@@ -213,6 +224,11 @@ def _row_values(row: dict) -> tuple:
     return tuple(row[c] for c in ALL_COLUMNS)
 
 
+def _content_size(row: dict) -> int:
+    """The characters of a row's content, for the bound on rows waiting for the disk."""
+    return sum(len(row[c]) for c in CONTENT_COLUMNS if row[c] is not None)
+
+
 def _narrow(row: dict) -> tuple:
     """A row dict as the :data:`summary.NARROW` tuple the summaries are computed from."""
     return (row["time"], row["provider"], row["model"], row["upstream_model"], row["key_id"], row["key_name"],
@@ -253,10 +269,28 @@ _ERR = "CASE WHEN status >= 400 OR error IS NOT NULL THEN 1 ELSE 0 END"
 # --- the store -------------------------------------------------------------------------------------
 
 class LogStore:
-    def __init__(self, path: str, max_content_chars: int = 4_000_000, readers: int = 2) -> None:
+    def __init__(self, path: str, max_content_chars: int = 4_000_000, readers: int = 2,
+                 backlog_records: int = 100_000, backlog_chars: int = 256 * 1024 * 1024,
+                 on_written: Callable[[list[dict]], None] | None = None,
+                 on_dropped: Callable[[int], None] | None = None) -> None:
         self.path = path
         self.max_content_chars = max_content_chars
         self.readers = readers
+        # Rows the store refused, oldest first, with their content size (the writer thread's).
+        self.backlog: collections.deque[tuple[dict, int]] = collections.deque()
+        self.backlog_chars = 0
+        self.backlog_records_max = backlog_records
+        self.backlog_chars_max = backlog_chars
+        self.outage = storage.Outage()       # the writer thread's
+        self.dropped = 0                     # rows dropped because the backlog was full
+        self._dropped_in_outage = 0
+        # Called on the event loop: rows written by a retry (the batch's caller gets the others),
+        # and rows dropped.
+        self.on_written = on_written or (lambda rows: None)
+        self.on_dropped = on_dropped or (lambda count: None)
+        self.retry_first = RETRY_FIRST
+        self.retry_max = RETRY_MAX
+        self._retry_task: asyncio.Task | None = None
         self._writer: ThreadPoolExecutor | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
@@ -327,6 +361,14 @@ class LogStore:
         if self._backfill_task is not None:
             self._backfill_task.cancel()
         loop = asyncio.get_running_loop()
+        if self._retry_task is not None:
+            self._retry_task.cancel()
+            try:
+                await self._retry_task
+            except asyncio.CancelledError:
+                pass
+        if self.backlog:
+            await self._write_backlog(final=True)
         await loop.run_in_executor(self._writer, self._close_writer)
         self._writer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
@@ -347,17 +389,25 @@ class LogStore:
     # --- writes ---
 
     async def write(self, records: list, redact: Callable, decode: Callable | None = None) -> list[dict]:
-        """Store a batch (one transaction) and return the rows written."""
+        """Store a batch (one transaction) and return the rows written: none while the store
+        refuses writes, when the rows wait in the backlog (see the module docstring)."""
         if self.closed:
             # Only at shutdown, when the core delivers records after this store was closed:
             # write them directly rather than lose them.
             return self.write_sync(records, redact, decode)
-        return await asyncio.get_running_loop().run_in_executor(self._writer, self._write, records, redact,
-                                                                decode)
+        rows, dropped = await asyncio.get_running_loop().run_in_executor(
+            self._writer, self._write_or_keep, records, redact, decode)
+        self._count_dropped(dropped)
+        if self.backlog and self._retry_task is None:
+            self._retry_task = asyncio.ensure_future(self._retry())
+        return rows
 
     def _write(self, records: list, redact: Callable, decode: Callable | None = None,
                conn: sqlite3.Connection | None = None) -> list[dict]:
-        rows = [record_row(r, redact, self.max_content_chars, decode) for r in records]
+        return self._insert([record_row(r, redact, self.max_content_chars, decode) for r in records], conn)
+
+    def _insert(self, rows: list[dict], conn: sqlite3.Connection | None = None) -> list[dict]:
+        """Write rows in one transaction; return those not already stored."""
         conn = conn or self._conn
         conn.execute("BEGIN IMMEDIATE")   # the write lock first: nobody adds an id between the check and the insert
         try:
@@ -373,11 +423,119 @@ class LogStore:
             self._summary.add(conn, [_narrow(row) for row in new])
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            storage.rollback(conn)
             self._summary.forget()
             raise
         self.written += len(rows)
         return new
+
+    # --- when the store refuses writes (writer thread, but for the retry task) ---
+
+    def _write_or_keep(self, records: list, redact: Callable, decode: Callable | None) -> tuple[list[dict], int]:
+        """(rows written, rows dropped): written, or kept in the backlog when it is not empty
+        (these rows come after it) or when the store refuses them."""
+        rows = [record_row(r, redact, self.max_content_chars, decode) for r in records]
+        if not self.backlog:
+            try:
+                written = self._insert(rows)
+            except Exception as exc:
+                if not storage.unwritable(exc):
+                    raise       # a bug, not the disk: the core logs it (log_sink_failed)
+                self._refused(exc)
+            else:
+                self._recovered()
+                return written, 0
+        return [], self._keep(rows)
+
+    def _keep(self, rows: list[dict]) -> int:
+        dropped = 0
+        for row in rows:
+            size = _content_size(row)
+            if len(self.backlog) >= self.backlog_records_max or (
+                    size and self.backlog_chars + size > self.backlog_chars_max):
+                dropped += 1
+                continue
+            self.backlog.append((row, size))
+            self.backlog_chars += size
+        if dropped and not self._dropped_in_outage:
+            log.warning("logstore_backlog_full", path=self.path, waiting=len(self.backlog),
+                        waiting_chars=self.backlog_chars,
+                        detail="the store still refuses writes; further records are dropped and counted "
+                               "until it accepts them again")
+        self._dropped_in_outage += dropped
+        return dropped
+
+    def _refused(self, exc: Exception) -> None:
+        if self.outage.failed(exc):
+            log.warning("logstore_write_failing", path=self.path, error=f"{type(exc).__name__}: {exc}",
+                        detail=f"records are kept in memory (at most {self.backlog_records_max} records and "
+                               f"{self.backlog_chars_max} characters of content) and written once the store "
+                               "accepts them again; requests are served as usual")
+
+    def _recovered(self) -> None:
+        ended = self.outage.recovered()
+        if ended is not None:
+            seconds, failures = ended
+            log.warning("logstore_write_recovered", path=self.path, seconds=round(seconds, 1),
+                        failed_attempts=failures, dropped=self._dropped_in_outage)
+            self._dropped_in_outage = 0
+
+    def _write_backlog_chunk(self) -> tuple[list[dict], bool]:
+        """Write the oldest :data:`FLUSH_CHUNK` rows of the backlog: (rows written, refused)."""
+        chunk = [self.backlog[i] for i in range(min(FLUSH_CHUNK, len(self.backlog)))]
+        try:
+            written = self._insert([row for row, _ in chunk])
+        except Exception as exc:
+            if not storage.unwritable(exc):
+                raise
+            self._refused(exc)
+            return [], True
+        for _, size in chunk:
+            self.backlog.popleft()
+            self.backlog_chars -= size
+        if not self.backlog:
+            self._recovered()
+        return written, False
+
+    def _count_dropped(self, count: int) -> None:
+        if count:
+            self.dropped += count
+            self.on_dropped(count)
+
+    async def _write_backlog(self, final: bool = False) -> bool:
+        """Write the backlog, a chunk at a time; False when the store refuses it again. ``final``
+        (at close): what it refuses is lost, logged and counted."""
+        loop = asyncio.get_running_loop()
+        while self.backlog:
+            try:
+                rows, refused = await loop.run_in_executor(self._writer, self._write_backlog_chunk)
+            except Exception:
+                log.exception("logstore_backlog_write_failed", path=self.path)
+                refused = True
+                rows = []
+            if rows:
+                self.on_written(rows)
+            if refused:
+                if final:
+                    lost = len(self.backlog)
+                    log.error("logstore_records_lost", path=self.path, count=lost, error=self.outage.error,
+                              detail="the store still refused them when the gateway stopped")
+                    self.backlog.clear()
+                    self.backlog_chars = 0
+                    self._count_dropped(lost)
+                return False
+        return True
+
+    async def _retry(self) -> None:
+        delay = self.retry_first
+        try:
+            while True:
+                await asyncio.sleep(delay)
+                if await self._write_backlog():
+                    return
+                delay = min(delay * 2, self.retry_max)
+        finally:
+            self._retry_task = None
 
     def write_sync(self, records: list, redact: Callable, decode: Callable | None = None) -> list[dict]:
         conn = self._connect_writer()

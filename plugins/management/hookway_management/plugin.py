@@ -22,7 +22,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 
-from hookway import hookimpl
+from hookway import hookimpl, storage
 from hookway.admin import AdminError, admin_json, admin_only, json_object_body
 from hookway.config import NETWORK_SCHEMA, PROVIDER_SCHEMA, provider_from_dict, resolve_env, schema_problems
 
@@ -247,9 +247,18 @@ class ManagementPlugin:
         return (name in self.blocks and name in self.yaml
                 and block_hash(self.blocks[name]) == block_hash(self.yaml[name]))
 
+    async def write(self, fn, *args):
+        """A store write; when the store refuses it (a full disk), the API's 507 (or 503)."""
+        try:
+            return await self.run(fn, *args)
+        except Exception as exc:
+            if storage.unwritable(exc):
+                raise storage.write_refused(exc, self.db_path) from exc
+            raise
+
     async def save(self, name: str, block: dict) -> None:
         pconf = self.build(name, block)          # refuse before storing anything
-        self.wrote(await self.run(self.store.put, name, block))
+        self.wrote(await self.write(self.store.put, name, block))   # stored first, then applied
         await self.gateway.set_provider(pconf)
         self.applied[name] = block_hash(block)
         self.blocks[name] = block
@@ -301,7 +310,7 @@ class ManagementPlugin:
             name = request.match_info["provider"]
             async with self.lock:
                 existing(name)
-                self.wrote(await self.run(self.store.delete, name))
+                self.wrote(await self.write(self.store.delete, name))
                 await self.gateway.remove_provider(name)
                 self.applied.pop(name, None)
                 del self.blocks[name]

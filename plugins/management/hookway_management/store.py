@@ -15,6 +15,8 @@ import json
 import os
 import sqlite3
 
+from hookway import storage
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS providers (
@@ -80,7 +82,7 @@ class Store:
                 self._bump()
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            storage.rollback(self.db)   # never hides why it failed (a full disk)
             raise
         return done
 
@@ -94,7 +96,7 @@ class Store:
             after = self._bump()
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            storage.rollback(self.db)   # never hides why it failed (a full disk)
             raise
         return before, after
 
@@ -110,6 +112,6 @@ class Store:
             after = self._bump()
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            storage.rollback(self.db)   # never hides why it failed (a full disk)
             raise
         return before, after

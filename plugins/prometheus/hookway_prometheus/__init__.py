@@ -59,7 +59,8 @@ class _QueueCollector:
         queue = self.gateway.log_queue
         dropped = queue.dropped if queue is not None else 0
         yield CounterMetricFamily("hookway_log_records_dropped",
-                                  "Request records dropped because the log queue was full", value=dropped)
+                                  "Request records dropped because the log queue was full, or a sink's store "
+                                  "refused them for longer than it could keep them", value=dropped)
         yield CounterMetricFamily("hookway_log_records_delivered",
                                   "Request records delivered to the log sinks",
                                   value=queue.delivered if queue is not None else 0)

@@ -17,7 +17,7 @@ import uuid
 
 from aiohttp import web
 
-from hookway import hookimpl
+from hookway import hookimpl, storage
 from hookway.admin import admin_error, admin_json, admin_only, json_object_body
 from hookway.config import ConfigError
 from hookway.errors import GatewayError
@@ -341,7 +341,13 @@ class RoutingPlugin:
         return admin_json({"message": "Routing rule deleted successfully"})
 
     async def _write(self, fn, arg) -> None:
-        """Persist, then reload and recompile: effective for the next request."""
+        """Persist, then reload and recompile: effective for the next request. When the store
+        refuses the write (a full disk), nothing changes and the API answers 507 (or 503)."""
         async with self._write_lock:
-            await asyncio.to_thread(fn, arg)
+            try:
+                await asyncio.to_thread(fn, arg)
+            except Exception as exc:
+                if storage.unwritable(exc):
+                    raise storage.write_refused(exc, self.store.path) from exc
+                raise
             await self.reload()

@@ -16,6 +16,8 @@ import time
 
 import orjson
 
+from hookway import storage
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS routing_rules (
     id TEXT PRIMARY KEY,
@@ -96,10 +98,10 @@ class RuleStore:
                     cur.execute("UPDATE routing_rules SET data=?, edited=1, deleted=0 WHERE id=?",
                                 (data, rule["id"]))
                 self._bump(cur)
+                self._db.execute("COMMIT")   # where a full disk is usually found (WAL mode)
             except BaseException:
-                self._db.execute("ROLLBACK")
+                storage.rollback(self._db)   # never hides why it failed
                 raise
-            self._db.execute("COMMIT")
 
     def delete(self, rule_id: str) -> bool:
         with self._lock:
@@ -114,10 +116,10 @@ class RuleStore:
                 else:
                     cur.execute("DELETE FROM routing_rules WHERE id=?", (rule_id,))
                 self._bump(cur)
+                self._db.execute("COMMIT")   # where a full disk is usually found (WAL mode)
             except BaseException:
-                self._db.execute("ROLLBACK")
+                storage.rollback(self._db)   # never hides why it failed
                 raise
-            self._db.execute("COMMIT")
             return True
 
     def sync_config(self, entries: list[tuple[dict, str]]) -> None:
@@ -155,7 +157,7 @@ class RuleStore:
                     changed = True
                 if changed:
                     self._bump(cur)
+                self._db.execute("COMMIT")   # where a full disk is usually found (WAL mode)
             except BaseException:
-                self._db.execute("ROLLBACK")
+                storage.rollback(self._db)   # never hides why it failed
                 raise
-            self._db.execute("COMMIT")

@@ -24,7 +24,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from hookway import hookimpl
+from hookway import hookimpl, storage
 from hookway.config import ConfigError
 
 from . import keys
@@ -123,6 +123,7 @@ class SemanticCachePlugin:
         self.pending: set[asyncio.Task] = set()
         self.stats = {"hits_direct": 0, "hits_semantic": 0, "misses": 0, "skips": 0, "stored": 0,
                       "embedding_timeouts": 0, "embedding_errors": 0, "store_errors": 0}
+        self.outages = {what: storage.Outage() for what in ("lookup", "store", "embedding")}
 
     # --- start-up ---
 
@@ -235,19 +236,24 @@ class SemanticCachePlugin:
         def answer(data: dict, status: int = 200) -> web.Response:
             return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
 
+        def failed(exc: Exception) -> web.Response:
+            if storage.unwritable(exc):   # the SQLite store on a full disk: 507 (or 503)
+                raise storage.write_refused(exc, getattr(self.store, "path", self.store.name))
+            return answer({"error": {"message": f"cache store failed: {exc}", "type": "api_error"}}, 502)
+
         async def delete_key(request: web.Request) -> web.Response:
             key = request.match_info["key"]
             try:
                 n = await self.store.delete(key)
             except Exception as exc:
-                return answer({"error": {"message": f"cache store failed: {exc}", "type": "api_error"}}, 502)
+                return failed(exc)
             return answer({"deleted": n, "key": key})
 
         async def clear(request: web.Request) -> web.Response:
             try:
                 n = await self.store.clear()
             except Exception as exc:
-                return answer({"error": {"message": f"cache store failed: {exc}", "type": "api_error"}}, 502)
+                return failed(exc)
             return answer({"deleted": n})
 
         async def stats(request: web.Request) -> web.Response:
@@ -277,18 +283,32 @@ class SemanticCachePlugin:
 
     async def _guard(self, coro, budget: float, what: str):
         """``(ok, result)`` of a store or embedding call bounded by ``budget`` seconds; failures
-        are logged and counted, never raised: a broken cache is a cache miss."""
+        are counted, never raised: a broken cache is a cache miss, a store that fails (a full
+        disk) is skipped. ``what``: ``lookup`` and ``store`` (the store's reads and writes, which
+        fail apart: a full disk still reads) or ``embedding``. Logged once when one starts failing
+        and once when it works again, not once per request."""
+        outage = self.outages[what]
         try:
-            return True, await asyncio.wait_for(coro, budget)
-        except asyncio.TimeoutError:
-            self.stats["embedding_timeouts" if what == "embedding" else "store_errors"] += 1
-            log.info("semantic_cache_timeout", what=what, budget_ms=round(budget * 1000))
+            result = await asyncio.wait_for(coro, budget)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self.stats["embedding_errors" if what == "embedding" else "store_errors"] += 1
-            log.warning("semantic_cache_error", what=what, error=f"{type(exc).__name__}: {exc}")
-        return False, None
+            timeout = isinstance(exc, asyncio.TimeoutError)
+            if what == "embedding":
+                self.stats["embedding_timeouts" if timeout else "embedding_errors"] += 1
+            else:
+                self.stats["store_errors"] += 1
+            if outage.failed(exc):
+                log.warning("semantic_cache_failing", what=what,
+                            error=f"timed out after {round(budget * 1000)} ms" if timeout
+                            else f"{type(exc).__name__}: {exc}",
+                            detail="skipped while it fails (answers are served as usual); logged again "
+                                   "when it works")
+            return False, None
+        ended = outage.recovered()
+        if ended is not None:
+            log.warning("semantic_cache_recovered", what=what, seconds=round(ended[0], 1), failures=ended[1])
+        return True, result
 
     def _scope(self, identity: Any) -> str | None:
         if identity is None or self.scope == "none":
@@ -337,7 +357,7 @@ class SemanticCachePlugin:
 
         if mode in ("both", "direct"):
             ok, entry = await self._guard(self.store.get_exact(plan.partition, plan.hash),
-                                          self.store_budget, "store")
+                                          self.store_budget, "lookup")
             if ok and entry is not None:
                 return self._hit(ctx, entry, 1.0, "direct")
 
@@ -349,7 +369,7 @@ class SemanticCachePlugin:
                 if ok and vector is not None:
                     plan.vector = vector
                     ok, found = await self._guard(self.store.search(plan.partition, vector, threshold),
-                                                  self.store_budget, "store")
+                                                  self.store_budget, "lookup")
                     if ok and found is not None:
                         return self._hit(ctx, found[0], found[1], "semantic")
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from hookway import storage
+
 
 @dataclass(slots=True)
 class Entry:
@@ -312,7 +314,7 @@ class SQLiteStore(Store):
                        (e.id, e.cache_key, e.partition, e.hash, dim, vec, e.response, e.created, e.expires))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            storage.rollback(db)   # never hides why it failed (a full disk)
             raise
 
     async def put(self, entry):
