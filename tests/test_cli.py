@@ -69,6 +69,21 @@ def test_provider_type_without_plugin_is_a_clear_error(tmp_path):
     assert "providers.mystery: type 'mystery' is provided by no enabled plugin" in r.stderr
 
 
+def test_check_lists_provider_settings_its_adapter_does_not_take(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("plugins: {openai: {}, cerebras: {}, anthropic: {}}\n"
+                   "providers:\n"
+                   "  local: {type: openai, settings: {supports_topk: true}}\n"
+                   "  cerebras: {settings: {max_tokens_field: max_token}}\n"
+                   "  anthropic: {settings: {default_max_tokens: lots}}\n")
+    r = run("check", "--config", str(cfg))
+    assert r.returncode == 1
+    assert "3 problem(s)" in r.stderr, r.stderr
+    assert "providers.local.settings.supports_topk: unknown key (known keys: budget_to_effort, " in r.stderr
+    assert "providers.cerebras.settings.max_tokens_field: expected one of " in r.stderr
+    assert "providers.anthropic.settings.default_max_tokens: expected integer, found a string 'lots'" in r.stderr
+
+
 def get_json(url):
     with urllib.request.urlopen(url, timeout=10) as resp:
         return json.loads(resp.read())

@@ -19,7 +19,7 @@ import structlog
 from aiohttp import web
 
 from .admin import GATEWAY_KEY, admin_only, has_admin_routes, is_loopback  # noqa: F401 (re-exported)
-from .config import Config, ConfigError
+from .config import Config, ConfigError, schema_problems
 from .pipeline import LogRecord, Pipeline
 from .plugins import LoadedPlugins, load as load_plugins
 from .providers import ProviderAdapter
@@ -165,6 +165,10 @@ class Gateway(Pipeline):
                     f"(enabled types: {', '.join(sorted(self.adapter_types)) or 'none'}; "
                     f"enable the plugin that provides it under plugins:, e.g. `{pconf.type}: {{}}`)")
                 continue
+            settings_problems = self.provider_settings_problems(pconf)
+            if settings_problems:
+                problems += settings_problems
+                continue
             self.adapters[name] = cls(pconf, self)
         if problems:
             raise ConfigError(problems)
@@ -194,11 +198,21 @@ class Gateway(Pipeline):
 
     # --- provider management at run time (used by management APIs) ---
 
+    def provider_settings_problems(self, pconf) -> list[str]:
+        """A provider block's ``settings:`` checked against its adapter's ``settings_schema``."""
+        schema = getattr(self.adapter_types.get(pconf.type), "settings_schema", None)
+        if not schema:
+            return []
+        return schema_problems(pconf.settings, schema, ["providers", pconf.name, "settings"])
+
     async def set_provider(self, pconf) -> None:
         """Add or replace a provider while running; effective for the next request."""
         cls = self.adapter_types.get(pconf.type)
         if cls is None:
             raise ConfigError(f"providers.{pconf.name}: type {pconf.type!r} is provided by no enabled plugin")
+        problems = self.provider_settings_problems(pconf)
+        if problems:
+            raise ConfigError(problems)
         adapter = cls(pconf, self)
         await adapter.start()
         old = self.adapters.get(pconf.name)

@@ -167,7 +167,8 @@ def cmd_plugins(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, plugins' sub-commands included."""
     parser = argparse.ArgumentParser(prog="hookway", description="A plugin-based AI gateway.")
     parser.add_argument("--version", action="version", version=f"hookway {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -193,8 +194,11 @@ def main(argv: list[str] | None = None) -> int:
             ep.load()(sub)
         except Exception as exc:
             print(f"hookway: cannot load command {ep.name}: {exc}", file=sys.stderr)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

@@ -140,6 +140,9 @@ class ProviderAdapter:
     operations: frozenset[str] = frozenset()
     # Operations it can forward byte for byte to a client of ``native_dialect``.
     passthrough: frozenset[str] = frozenset()
+    # JSON Schema of the provider block's ``settings:``, checked at start-up (and by
+    # ``hookway check``) so a misspelt setting is an error, not silently ignored. None: unchecked.
+    settings_schema: dict | None = None
 
     def __init__(self, config: ProviderConfig, gateway: Any = None):
         self.config = config

@@ -284,6 +284,11 @@ class AnthropicAdapter(ProviderAdapter):
     default_base_url = "https://api.anthropic.com/v1"
     operations = frozenset({"chat", "count_tokens"})
     passthrough = frozenset({"chat", "count_tokens"})
+    settings_schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"default_max_tokens": {"type": "integer", "minimum": 1}},
+    }
 
     @property
     def default_max_tokens(self) -> int:

@@ -58,6 +58,11 @@ class CerebrasAdapter(OpenAIAdapter):
     # Models that take reasoning_effort "none" (reasoning off); gpt-oss takes only low/medium/high.
     effort_none_models = ("zai-glm*", "qwen-3.8*")
     usage_in_every_stream = True
+    # The openai type's settings, but keep_thinking: prepare_body removes reasoning_content,
+    # which Cerebras refuses, so the setting could only mislead.
+    settings_schema = {**OpenAIAdapter.settings_schema,
+                       "properties": {k: v for k, v in OpenAIAdapter.settings_schema["properties"].items()
+                                      if k != "keep_thinking"}}
 
     def prepare_body(self, body: dict, operation: str) -> dict:
         user = body.get("user")

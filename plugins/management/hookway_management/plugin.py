@@ -161,6 +161,9 @@ class ManagementPlugin:
             raise AdminError(f"providers.{name}.type: {pconf.type!r} is provided by no enabled plugin "
                           f"(enabled types: {', '.join(sorted(self.gateway.adapter_types))}); set \"type\" "
                           "or custom_provider_config.base_provider_type for a custom provider")
+        problems = self.gateway.provider_settings_problems(pconf)
+        if problems:
+            raise AdminError(problems)
         return pconf
 
     def merge(self, name: str, body: dict, existing: dict | None) -> tuple[dict, list[str]]:

@@ -115,6 +115,11 @@ def test_bad_bodies_are_refused_before_anything_changes(fake_upstream, start_gat
          400, "environment variable NOT_SET_ANYWHERE_123 is not set"),
         ({"provider": "x", "type": "openai", "network_config": {"base_url": "ftp://x"}}, 400, "base_url"),
         ({"provider": "x", "type": "openai", "keys": [{"name": "k"}]}, 400, "value: required"),
+        # the adapter's own settings schema: a misspelt or mistyped setting is refused, not stored
+        ({"provider": "x", "type": "openai", "settings": {"supports_topk": True}}, 400,
+         "providers.x.settings.supports_topk: unknown key"),
+        ({"provider": "x", "type": "openai", "settings": {"reasoning_models": [1]}}, 400,
+         "providers.x.settings.reasoning_models"),
     ]
     for body, status, needle in cases:
         r = http.post("/api/providers", json=body)

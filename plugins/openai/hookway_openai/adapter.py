@@ -74,6 +74,19 @@ class OpenAIAdapter(ProviderAdapter):
     # model name and against its last ``/`` segment). A translated request carries an effort only
     # to these: a non-reasoning model may refuse the field with a 400 (CONFORMANCE 8).
     reasoning_models: tuple[str, ...] = ("o1*", "o3*", "o4*", "gpt-5*", "gpt-oss*")
+    # What a provider's `settings:` block may override (see README).
+    settings_schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "supports_top_k": {"type": "boolean"},
+            "budget_to_effort": {"type": "boolean"},
+            "keep_thinking": {"type": "boolean"},
+            "max_tokens_field": {"enum": ["max_completion_tokens", "max_tokens"]},
+            "reasoning_models": {"oneOf": [{"type": "string"},
+                                           {"type": "array", "items": {"type": "string"}}]},
+        },
+    }
 
     def __init__(self, config, gateway: Any = None):
         super().__init__(config, gateway)
