@@ -58,7 +58,7 @@ from .pipeline import Identity
 
 __all__ = ["Reply", "FakeOpenAI", "RunningGateway", "ThreadedApp", "RecordingSink", "GatedSink",
            "HeaderIdentity", "provider_block", "fake_upstream", "fake_upstreams", "start_gateway",
-           "start_test_gateway", "refused_port", "refuse_writes", "accept_writes"]
+           "start_test_gateway", "refused_port", "refuse_writes", "accept_writes", "assert_write_refused"]
 
 
 class ThreadedApp:
@@ -449,6 +449,18 @@ def refuse_writes(conn: sqlite3.Connection, how: str = "full") -> None:
         conn.execute("PRAGMA query_only = 1")
     else:
         raise ValueError(f"how: 'full' or 'read-only', not {how!r}")
+
+
+def assert_write_refused(response, status: int, reason: str) -> None:
+    """``response`` (an httpx answer from a management API) is the Bifrost-shaped error that says
+    the store could not be written (``status`` 507 for a full disk, 503 otherwise) and changed
+    nothing; ``reason`` is part of its message."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["status_code"] == status and body["error"]["type"] == "api_error"
+    message = body["error"]["message"]
+    assert "the store could not be written" in message and "nothing was changed" in message, message
+    assert reason in message, message
 
 
 def accept_writes(conn: sqlite3.Connection) -> None:

@@ -15,7 +15,7 @@ import sqlite3
 import openai
 import pytest
 
-from hookway.testing import accept_writes, refuse_writes
+from hookway.testing import accept_writes, assert_write_refused, refuse_writes
 
 from governance_testing import COST, Admin, chat, client, gateway_config, plugin_of, wait_for
 
@@ -28,15 +28,6 @@ def on_store(gw, fn, *args):
     return plugin.executor.submit(fn, plugin.store.db, *args).result()
 
 
-def refused(r, status: int, reason: str) -> None:
-    """A Bifrost-shaped error saying the store could not be written."""
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert body["status_code"] == status and body["error"]["type"] == "api_error"
-    assert "the store could not be written" in body["error"]["message"]
-    assert reason in body["error"]["message"] and "nothing was changed" in body["error"]["message"]
-
-
 def test_api_writes_refused_by_a_full_disk_change_nothing(fake_upstream, start_gateway, tmp_path):
     config = gateway_config(fake_upstream, tmp_path)
     gw = start_gateway(config)
@@ -45,10 +36,10 @@ def test_api_writes_refused_by_a_full_disk_change_nothing(fake_upstream, start_g
     on_store(gw, refuse_writes, "full")
 
     r = admin.post("/api/governance/virtual-keys", {"name": "during", "description": LONG})
-    refused(r, 507, "database or disk is full")
+    assert_write_refused(r, 507, "database or disk is full")
     assert "value" not in r.text                                      # no key value shown for nothing
     r = admin.put(f"/api/governance/virtual-keys/{kid}", {"description": LONG, "is_active": False})
-    refused(r, 507, "database or disk is full")
+    assert_write_refused(r, 507, "database or disk is full")
     names = [k["name"] for k in admin.get("/api/governance/virtual-keys").json()["virtual_keys"]]
     assert names == ["before"]
     vk = admin.get(f"/api/governance/virtual-keys/{kid}").json()["virtual_key"]
@@ -76,8 +67,8 @@ def test_a_delete_or_rotate_refused_by_a_read_only_store_changes_nothing(fake_up
     on_store(gw, refuse_writes, "read-only")
 
     # Deleting a team detaches its keys and deletes the team: all of it or nothing.
-    refused(admin.delete(f"/api/governance/teams/{team}"), 503, "readonly database")
-    refused(admin.post(f"/api/governance/virtual-keys/{keys[0][0]}/rotate", {}), 503, "readonly database")
+    assert_write_refused(admin.delete(f"/api/governance/teams/{team}"), 503, "readonly database")
+    assert_write_refused(admin.post(f"/api/governance/virtual-keys/{keys[0][0]}/rotate", {}), 503, "readonly database")
     assert admin.get(f"/api/governance/teams/{team}").status_code == 200
     assert sorted(admin.get(f"/api/governance/teams/{team}").json()["team"]["virtual_keys"]) == \
         sorted(kid for kid, _ in keys)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import httpx
 import openai
 
-from hookway.testing import accept_writes, refuse_writes
+from hookway.testing import accept_writes, assert_write_refused, refuse_writes
 
 MODELS = [f"model-with-a-long-name-{i:04d}" for i in range(300)]   # ~9 KB: more than a page
 
@@ -33,14 +33,6 @@ def chat(gw, model):
     return c.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
 
 
-def refused(r, status: int, reason: str) -> None:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert body["status_code"] == status and body["error"]["type"] == "api_error"
-    assert "the store could not be written" in body["error"]["message"]
-    assert reason in body["error"]["message"] and "nothing was changed" in body["error"]["message"]
-
-
 def new_provider(fake_upstream, name: str) -> dict:
     return {"provider": name, "type": "openai", "models": MODELS,
             "keys": [{"name": f"{name}-key", "value": "sk-new-0123456789"}],
@@ -54,12 +46,12 @@ def test_provider_changes_refused_by_the_store_change_nothing(fake_upstream, sta
     before = http.get("/api/providers/local").json()
     on_store(gw, refuse_writes, "full")
 
-    refused(http.post("/api/providers", json=new_provider(fake_upstream, "big")), 507, "database or disk is full")
-    refused(http.put("/api/providers/local", json={"models": MODELS}), 507, "database or disk is full")
+    assert_write_refused(http.post("/api/providers", json=new_provider(fake_upstream, "big")), 507, "database or disk is full")
+    assert_write_refused(http.put("/api/providers/local", json={"models": MODELS}), 507, "database or disk is full")
     on_store(gw, accept_writes)
     on_store(gw, refuse_writes, "read-only")
-    refused(http.delete("/api/providers/local"), 503, "readonly database")
-    refused(http.delete("/api/providers/local/keys/local-key"), 503, "readonly database")
+    assert_write_refused(http.delete("/api/providers/local"), 503, "readonly database")
+    assert_write_refused(http.delete("/api/providers/local/keys/local-key"), 503, "readonly database")
 
     assert [p["name"] for p in http.get("/api/providers").json()["providers"]] == ["local"]
     assert http.get("/api/providers/local").json() == before

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from hookway.testing import Reply, accept_writes, provider_block, refuse_writes
+from hookway.testing import Reply, accept_writes, assert_write_refused, provider_block, refuse_writes
 
 API = "/api/governance/routing-rules"
 MANY = [f"a-model-with-a-long-name-{i:04d}" for i in range(300)]   # ~9 KB: more than a page
@@ -29,14 +29,6 @@ def ask(gw, model) -> str:
     return c.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}]).choices[0].message.content
 
 
-def refused(r, status: int, reason: str) -> None:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert body["status_code"] == status and body["error"]["type"] == "api_error"
-    assert "the store could not be written" in body["error"]["message"]
-    assert reason in body["error"]["message"] and "nothing was changed" in body["error"]["message"]
-
-
 def test_rule_changes_refused_by_the_store_change_nothing(fake_upstreams, gateway_factory):
     a, b = fake_upstreams(), fake_upstreams()
     a.responder = lambda rec: Reply(text="from-a")
@@ -49,13 +41,13 @@ def test_rule_changes_refused_by_the_store_change_nothing(fake_upstreams, gatewa
     before = http.get(API).json()
     on_store(gw, refuse_writes, "full")
 
-    refused(http.post(API, json={"name": "many", "match": {"model": ["opus-model", *MANY]}, "targets": ["b/m"]}),
+    assert_write_refused(http.post(API, json={"name": "many", "match": {"model": ["opus-model", *MANY]}, "targets": ["b/m"]}),
             507, "database or disk is full")
-    refused(http.put(f"{API}/config:sonnet", json={"match": {"model": ["sonnet-model", *MANY]}, "targets": ["b/m"]}),
+    assert_write_refused(http.put(f"{API}/config:sonnet", json={"match": {"model": ["sonnet-model", *MANY]}, "targets": ["b/m"]}),
             507, "database or disk is full")
     on_store(gw, accept_writes)
     on_store(gw, refuse_writes, "read-only")
-    refused(http.delete(f"{API}/config:sonnet"), 503, "readonly database")
+    assert_write_refused(http.delete(f"{API}/config:sonnet"), 503, "readonly database")
 
     assert http.get(API).json() == before
     assert ask(gw, "sonnet-model") == "from-a"          # the rule requests follow is the old one
