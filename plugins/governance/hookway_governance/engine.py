@@ -49,6 +49,12 @@ class Counter:
         self.period = period
         self.end = period.window(self.start, self.start)[1] if period is not None else FOREVER
 
+    def roll(self, now: float) -> None:
+        """Once its window is over, the current one starts with nothing used."""
+        if now >= self.end:
+            self.start, self.end = self.period.window(self.start, now)
+            self.usage = 0.0
+
 
 class Ticket:
     """What the auth hook decided for a request, read again by routing, the per-target check
@@ -242,9 +248,7 @@ class Engine(Limits):
         c = self.counters.get(cid)
         if c is None:   # an entity changed under a request; start it now
             c = self.counters[cid] = Counter(cid, 0.0, now, None)
-        if now >= c.end:
-            c.start, c.end = c.period.window(c.start, now)
-            c.usage = 0.0
+        c.roll(now)
         return c
 
     def charge(self, cid: str, amount: float, now: float) -> None:

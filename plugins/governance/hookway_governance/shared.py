@@ -54,9 +54,7 @@ class DatabaseCounters(Limits):
             else:
                 c = Counter(cid, 0.0, known.start if known is not None else now, period)
             self.read[cid] = c
-        if now >= c.end:              # its window is over: the current one starts with nothing used
-            c.start, c.end = c.period.window(c.start, now)
-            c.usage = 0.0
+        c.roll(now)
         return c
 
     def charge(self, cid: str, amount: float, now: float) -> None:
