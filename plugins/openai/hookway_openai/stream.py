@@ -115,23 +115,15 @@ class ChunkTranslator:
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue   # n > 1 is not representable in one canonical message: choice 0 only
-            delta = choice.get("delta") or {}
-            reasoning = delta.get("reasoning_content")
-            if not reasoning:
-                reasoning = delta.get("reasoning")
-            if isinstance(reasoning, str) and reasoning:
-                self._append("thinking", reasoning, out)
-            content = delta.get("content")
-            if isinstance(content, str) and content:
-                self._append("text", content, out)
-            tool_calls = delta.get("tool_calls")
-            if isinstance(tool_calls, list):
-                for position, call in enumerate(tool_calls):
-                    if isinstance(call, dict):
-                        self._tool_fragment(call, position, out)
-            legacy = delta.get("function_call")   # the pre-tools function calling API
-            if isinstance(legacy, dict):
-                self._tool_fragment({"index": "function_call", "function": legacy}, 0, out)
+            delta = choice.get("delta")
+            if delta:
+                content = delta.get("content")
+                if len(delta) == 1 and type(content) is str:
+                    # The usual chunk, one piece of text: no other field to look for.
+                    if content:
+                        self._append("text", content, out)
+                else:
+                    self._delta(delta, out)
             finish = choice.get("finish_reason")
             if finish:
                 self.finish_reason = finish
@@ -139,6 +131,24 @@ class ChunkTranslator:
                     self.stop_sequence = choice["stop_reason"]
                 self._close_all(out)   # blocks end now; usage may still follow in a later chunk
         return out
+
+    def _delta(self, delta: dict, out: list) -> None:
+        reasoning = delta.get("reasoning_content")
+        if not reasoning:
+            reasoning = delta.get("reasoning")
+        if isinstance(reasoning, str) and reasoning:
+            self._append("thinking", reasoning, out)
+        content = delta.get("content")
+        if isinstance(content, str) and content:
+            self._append("text", content, out)
+        tool_calls = delta.get("tool_calls")
+        if isinstance(tool_calls, list):
+            for position, call in enumerate(tool_calls):
+                if isinstance(call, dict):
+                    self._tool_fragment(call, position, out)
+        legacy = delta.get("function_call")   # the pre-tools function calling API
+        if isinstance(legacy, dict):
+            self._tool_fragment({"index": "function_call", "function": legacy}, 0, out)
 
     def finish(self, saw_done: bool = False) -> list[ir.Event]:
         if self.ended:
@@ -304,8 +314,10 @@ class SSEChunkReader:
     def feed(self, data: bytes) -> list[ir.Event]:
         out: list[ir.Event] = []
         translator = self.translator
+        if self.saw_done:
+            return out
         for _event, payload in self.parser.feed_raw(data):
-            if self.saw_done or translator.ended:
+            if translator.ended:
                 break
             payload = payload.strip()
             if not payload:
