@@ -35,6 +35,10 @@ from hookway.sse import SSEParser
 from .translate import new_message_id, new_tool_id, stop_reason_for, usage_from_openai
 
 
+# A delta with only one of these fields, a string, is a piece of this block kind (the fast path).
+_SOLE_FIELD_KIND = {"content": "text", "reasoning": "thinking", "reasoning_content": "thinking"}
+
+
 class _ToolCall:
     __slots__ = ("key", "id", "name", "buffered", "args", "block", "closed")
 
@@ -117,13 +121,15 @@ class ChunkTranslator:
                 continue   # n > 1 is not representable in one canonical message: choice 0 only
             delta = choice.get("delta")
             if delta:
-                content = delta.get("content")
-                if len(delta) == 1 and type(content) is str:
-                    # The usual chunk, one piece of text: no other field to look for.
-                    if content:
-                        self._append("text", content, out)
-                else:
+                kind = None
+                if len(delta) == 1:
+                    # The usual chunk, one piece of text or reasoning: no other field to look for.
+                    (field, value), = delta.items()
+                    kind = _SOLE_FIELD_KIND.get(field) if type(value) is str else None
+                if kind is None:
                     self._delta(delta, out)
+                elif value:
+                    self._append(kind, value, out)
             finish = choice.get("finish_reason")
             if finish:
                 self.finish_reason = finish
