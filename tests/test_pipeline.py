@@ -88,6 +88,22 @@ def test_long_silence_gets_keepalive_pings(echo_gateway):
     assert r.text.endswith("data: [DONE]\n\n")
 
 
+def test_stream_headers_do_not_wait_for_the_first_token(echo_gateway):
+    # The echo dialect renders nothing for the stream's start, and the first token comes after
+    # 2 s: the 200 and its headers must reach the client at once all the same (the core sends a
+    # stream's headers with its first write, which must happen even when it is empty).
+    gw = echo_gateway(echo_config(providers={"e1": {"type": "echo", "settings": {"delay": 2.0}}}))
+    started = time.monotonic()
+    with httpx.stream("POST", gw.url + "/echo", content=orjson.dumps({"model": "e1/m", "prompt": "a",
+                                                                       "stream": True}), timeout=10) as r:
+        headers_after = time.monotonic() - started
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        body = r.read()
+    assert headers_after < 1.0, f"headers came after {headers_after:.2f}s"
+    assert body == b'data: {"delta":"a"}\n\ndata: [DONE]\n\n'
+
+
 def test_upstream_error_before_first_byte_keeps_its_status(echo_gateway):
     gw = echo_gateway(echo_config(providers={"e1": {"type": "echo", "settings": {"fail": 503}}}))
     r = post(gw, {"model": "e1/m", "prompt": "ab", "stream": True})

@@ -74,6 +74,16 @@ def check_openai_sse(ctype: str, raw: bytes) -> str:
     return f"{len(chunks)} chunks + [DONE]"
 
 
+def check_anthropic_json(ctype: str, raw: bytes) -> str:
+    assert ctype.startswith("application/json"), f"content-type {ctype!r}"
+    body = json.loads(raw)
+    assert body["type"] == "message", body
+    text = "".join(b.get("text", "") for b in body["content"] if b["type"] == "text")
+    assert text == TEXT, f"content {text!r}"
+    assert body["usage"]["output_tokens"] == 20, body.get("usage")
+    return "message ok"
+
+
 def check_anthropic_sse(ctype: str, raw: bytes) -> str:
     assert ctype.startswith("text/event-stream"), f"content-type {ctype!r}"
     events = [(n, json.loads(d)) for n, d in sse_events(raw)]
@@ -110,6 +120,10 @@ SCENARIOS = {
     # The client speaks Anthropic Messages (as Claude Code does); hookway translates to a provider
     # of type cerebras (the mock stands in for Cerebras) and back. The floor forwards the same bytes
     # untranslated, so the ratio includes translation cost.
+    "anthropic-nonstream": Scenario(
+        "/anthropic/v1/messages",
+        {"model": "cerebras/gpt-bench", "messages": _MESSAGES, "max_tokens": 64},
+        check_openai_json, check_anthropic_json, ("openai", "cerebras", "anthropic")),
     "anthropic-stream": Scenario(
         "/anthropic/v1/messages",
         {"model": "cerebras/gpt-bench", "messages": _MESSAGES, "max_tokens": 64, "stream": True},
@@ -262,7 +276,7 @@ def hookway_config(path: Path, upstream: str, plugins: set[str], log_level: str)
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenario", action="append", choices=list(SCENARIOS),
-                    help="repeatable; default: all (anthropic-stream skipped if the plugin is missing)")
+                    help="repeatable; default: all (anthropic-* skipped if the plugin is missing)")
     ap.add_argument("--targets", default="floor,hookway", help="comma list of floor,hookway")
     ap.add_argument("--duration", type=float, default=10, help="seconds measured per target and scenario")
     ap.add_argument("--warmup", type=float, default=2, help="seconds of load before each measurement (0: none)")
@@ -342,7 +356,7 @@ def main(argv=None) -> int:
                 status, ctype, raw = fetch(base + sc.path, body)
                 try:
                     assert status == 200, f"HTTP {status}"
-                    print(f"check {tname:8} {name:17} ok ({check(ctype, raw)})", file=sys.stderr)
+                    print(f"check {tname:8} {name:19} ok ({check(ctype, raw)})", file=sys.stderr)
                     ok[tname] = (proc, base + sc.path)
                 except (AssertionError, ValueError, KeyError, IndexError, TypeError) as exc:
                     print(f"FAIL {tname} {name}: wrong answer ({exc}); not measured.\n"
@@ -381,14 +395,14 @@ def main(argv=None) -> int:
 
 
 def print_table(results: list[dict]) -> None:
-    head = f"{'target':8} {'scenario':17} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} " \
+    head = f"{'target':8} {'scenario':19} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} " \
            f"{'cpu us/req':>10} {'vs floor':>9} {'cpu vs floor':>12}"
     print(head)
     print("-" * len(head))
     for r in results:
         ratio = f"{r['ratio_rps']:.2f}x" if "ratio_rps" in r else ""
         cpu = f"{r['ratio_cpu']:.2f}x" if r.get("ratio_cpu") else ""
-        print(f"{r['target']:8} {r['scenario']:17} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
+        print(f"{r['target']:8} {r['scenario']:19} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
               f"{r['errors']:7d} {r['cpu_us_per_req']:10.0f} {ratio:>9} {cpu:>12}")
 
 

@@ -209,6 +209,54 @@ def _json_response(status: int, body: Any, headers: dict | None = None) -> web.R
                         headers=headers)
 
 
+class _EventStreamResponse(web.StreamResponse):
+    """A stream whose headers go out with its first bytes, in one write: aiohttp otherwise sends a
+    stream's headers on their own, one more system call per request. The pipeline writes right
+    after ``prepare()``, so the client never waits for them."""
+
+    _send_headers_immediately = False
+
+
+class _Keepalive:
+    """Writes the dialect's ping into a stream after ``interval`` seconds without a write.
+
+    A timer re-armed every interval, not a task per stream: creating and cancelling a task costs
+    more than all the other per-stream bookkeeping of a short answer. A task exists only while a
+    ping is being written."""
+
+    __slots__ = ("resp", "render", "interval", "last_write", "_loop", "_timer", "_writing")
+
+    def __init__(self, resp: web.StreamResponse, render, interval: float):
+        self.resp = resp
+        self.render = render
+        self.interval = interval
+        self.last_write = time.monotonic()   # the stream updates it after each of its writes
+        self._loop = asyncio.get_running_loop()
+        self._writing: asyncio.Task | None = None
+        self._timer = self._loop.call_later(interval, self._check)
+
+    def _check(self) -> None:
+        if self._writing is None and time.monotonic() - self.last_write >= self.interval:
+            data = self.render(ir.Ping())
+            if data:
+                self._writing = asyncio.ensure_future(self._write(data))
+        self._timer = self._loop.call_later(self.interval, self._check)
+
+    async def _write(self, data: bytes) -> None:
+        try:
+            await self.resp.write(data)
+            self.last_write = time.monotonic()
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self._writing = None
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+        if self._writing is not None:
+            self._writing.cancel()
+
+
 class Pipeline:
     """The request journey; mixed into :class:`hookway.app.Gateway`."""
 
@@ -499,37 +547,50 @@ class Pipeline:
             await events.aclose()
             raise first.error
         render = ctx.dialect.stream_renderer(ctx._ir, ctx.operation, ctx.model)
-        resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **ctx.response_headers})
+        resp = _EventStreamResponse(status=200, headers={**SSE_HEADERS, **ctx.response_headers})
         await resp.prepare(ctx.request)
         ctx.status = 200
         ctx.first_byte_at = time.perf_counter()
         collector = ir.ResponseCollector() if ctx.collect else None
         usage = ctx.usage
-        last_write = [time.monotonic()]
-        keepalive = asyncio.ensure_future(self._keepalive(resp, render, last_write))
+        keepalive = _Keepalive(resp, render, self.config.server.ping_interval_seconds)
+        stop = False     # MessageStop seen
+        ended = False    # MessageStop was written, and the end of the body with it
         try:
             pending = first
             while True:
                 # One write per batch the adapter yields (one upstream read), not per event.
+                batch = pending if type(pending) is list else (pending,)
+                if transform is not None:
+                    batch = [e for ev in batch for e in transform(ev)]
                 out = []
-                for ev in (pending if type(pending) is list else (pending,)):
-                    for e in (transform(ev) if transform is not None else (ev,)):
-                        t = type(e)
+                for e in batch:
+                    t = type(e)
+                    if t is not ir.BlockDelta:   # the usual event (one per token) needs no bookkeeping
                         if t is ir.MessageDelta:
                             usage.add(e.usage)
                             ctx.stop_reason = e.stop_reason or ctx.stop_reason
                         elif t is ir.MessageStart:
                             usage.add(e.usage)
+                        elif t is ir.MessageStop:
+                            stop = True
                         elif t is ir.StreamError:
                             ctx.error = self.scrub(e.error)
-                        if collector is not None:
-                            collector.feed(e)
-                        data = render(e)
-                        if data:
-                            out.append(data)
-                if out:
-                    await resp.write(out[0] if len(out) == 1 else b"".join(out))
-                    last_write[0] = time.monotonic()
+                    if collector is not None:
+                        collector.feed(e)
+                    data = render(e)
+                    if data:
+                        out.append(data)
+                if ended:
+                    pass   # nothing may follow MessageStop; the adapter is only read to its end
+                elif stop:
+                    # MessageStop is the last event: its bytes go out with the end of the body.
+                    keepalive.cancel()
+                    await resp.write_eof(b"".join(out))
+                    ended = ctx.delivered = True
+                elif out or pending is first:   # the first write also sends the headers
+                    await resp.write(b"".join(out))
+                    keepalive.last_write = time.monotonic()
                 try:
                     pending = await events.__anext__()
                 except StopAsyncIteration:
@@ -537,11 +598,13 @@ class Pipeline:
             ctx.upstream_done = time.perf_counter()
             ctx.delivered = True
         except (ConnectionResetError, asyncio.CancelledError):
-            ctx.status = 499
+            if not ctx.delivered:
+                ctx.status = 499
             raise
         except GatewayError as err:  # an adapter raised after the first byte
             ctx.error = self.scrub(err)
-            await resp.write(render(ir.StreamError(err)))
+            if not ended:
+                await resp.write(render(ir.StreamError(err)))
         finally:
             keepalive.cancel()
             await events.aclose()
@@ -550,20 +613,6 @@ class Pipeline:
             ctx.response.model = ctx.model
         await resp.write_eof()
         return resp
-
-    async def _keepalive(self, resp, render, last_write) -> None:
-        interval = self.config.server.ping_interval_seconds
-        ping = ir.Ping()
-        try:
-            while True:
-                await asyncio.sleep(interval)
-                if time.monotonic() - last_write[0] >= interval:
-                    data = render(ping)
-                    if data:
-                        await resp.write(data)
-                        last_write[0] = time.monotonic()
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
 
     async def _replay(self, ctx: RequestContext, response: ir.Response) -> web.StreamResponse:
         """Answer from a cached :class:`ir.Response`, streamed if the client asked for a stream."""

@@ -209,7 +209,9 @@ class ProviderAdapter:
         """The answer as canonical events. Must raise :class:`GatewayError` *before* yielding the
         first event when the upstream refuses, so fallbacks can act; after that, yield
         :class:`hookway.ir.StreamError` instead of raising. May yield a list of events (those of
-        one upstream read): the core then writes them to the client in one go."""
+        one upstream read): the core then writes them to the client in one go. ``MessageStop`` is
+        the last event: the core sends it with the end of the response body, and then only reads
+        the generator to its end."""
         raise self.unsupported(request.operation)
 
     async def forward(self, body: dict, operation: str, target: Target, ctx: Any) -> UpstreamStream:

@@ -427,6 +427,11 @@ class StreamRenderer:
             return b""
         t = type(ev)
         if t is ir.BlockDelta:
+            # The hot path (one event per token): a delta of the open block, whose bytes up to
+            # the value were built by its first delta (see _delta).
+            prefix = self.prefixes.get(ev.kind) if ev.index == self.open_source else None
+            if prefix is not None:
+                return prefix + orjson.dumps(ev.value) + b"}}\n\n"
             return self._delta(ev)
         if t is ir.BlockStart:
             return self._start() + self._open(ev)
@@ -494,8 +499,8 @@ class StreamRenderer:
             if ev.kind not in ("text", "thinking"):
                 return b""
             out = self._start() + self._open(ir.BlockStart(ev.index, ev.kind))
-        # The hot path (one event per token): the bytes before the value are the same for every
-        # delta of the open block, so they are built once; orjson writes exactly these bytes.
+        # The bytes before the value are the same for every delta of the open block, so they are
+        # built once (render() reuses them); orjson writes exactly these bytes.
         prefix = self.prefixes.get(ev.kind)
         if prefix is None:
             delta_type, field = _DELTA_FIELDS[ev.kind]

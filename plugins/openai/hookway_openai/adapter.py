@@ -265,13 +265,15 @@ class OpenAIAdapter(ProviderAdapter):
         try:
             # Events are yielded as one list per network read: the core writes each list at once.
             yield translator.start()   # at once: the client's stream starts while the model thinks
+            events = []
             async for data in resp.content.iter_any():
                 events = reader.feed(data)
+                if reader.saw_done or translator.ended:
+                    break   # this read's events go out with the end of the message, in one batch
                 if events:
                     yield events
-                if reader.saw_done or translator.ended:
-                    break
-            events = reader.finish()
+                events = []
+            events += reader.finish()
             if events:
                 yield events
             finished = True

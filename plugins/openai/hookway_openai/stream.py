@@ -35,6 +35,10 @@ from hookway.sse import SSEParser
 from .translate import new_message_id, new_tool_id, stop_reason_for, usage_from_openai
 
 
+# A delta with only one of these fields, a string, is a piece of this block kind (the fast path).
+_SOLE_FIELD_KIND = {"content": "text", "reasoning": "thinking", "reasoning_content": "thinking"}
+
+
 class _ToolCall:
     __slots__ = ("key", "id", "name", "buffered", "args", "block", "closed")
 
@@ -115,23 +119,17 @@ class ChunkTranslator:
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue   # n > 1 is not representable in one canonical message: choice 0 only
-            delta = choice.get("delta") or {}
-            reasoning = delta.get("reasoning_content")
-            if not reasoning:
-                reasoning = delta.get("reasoning")
-            if isinstance(reasoning, str) and reasoning:
-                self._append("thinking", reasoning, out)
-            content = delta.get("content")
-            if isinstance(content, str) and content:
-                self._append("text", content, out)
-            tool_calls = delta.get("tool_calls")
-            if isinstance(tool_calls, list):
-                for position, call in enumerate(tool_calls):
-                    if isinstance(call, dict):
-                        self._tool_fragment(call, position, out)
-            legacy = delta.get("function_call")   # the pre-tools function calling API
-            if isinstance(legacy, dict):
-                self._tool_fragment({"index": "function_call", "function": legacy}, 0, out)
+            delta = choice.get("delta")
+            if delta:
+                kind = None
+                if len(delta) == 1:
+                    # The usual chunk, one piece of text or reasoning: no other field to look for.
+                    (field, value), = delta.items()
+                    kind = _SOLE_FIELD_KIND.get(field) if type(value) is str else None
+                if kind is None:
+                    self._delta(delta, out)
+                elif value:
+                    self._append(kind, value, out)
             finish = choice.get("finish_reason")
             if finish:
                 self.finish_reason = finish
@@ -139,6 +137,24 @@ class ChunkTranslator:
                     self.stop_sequence = choice["stop_reason"]
                 self._close_all(out)   # blocks end now; usage may still follow in a later chunk
         return out
+
+    def _delta(self, delta: dict, out: list) -> None:
+        reasoning = delta.get("reasoning_content")
+        if not reasoning:
+            reasoning = delta.get("reasoning")
+        if isinstance(reasoning, str) and reasoning:
+            self._append("thinking", reasoning, out)
+        content = delta.get("content")
+        if isinstance(content, str) and content:
+            self._append("text", content, out)
+        tool_calls = delta.get("tool_calls")
+        if isinstance(tool_calls, list):
+            for position, call in enumerate(tool_calls):
+                if isinstance(call, dict):
+                    self._tool_fragment(call, position, out)
+        legacy = delta.get("function_call")   # the pre-tools function calling API
+        if isinstance(legacy, dict):
+            self._tool_fragment({"index": "function_call", "function": legacy}, 0, out)
 
     def finish(self, saw_done: bool = False) -> list[ir.Event]:
         if self.ended:
@@ -304,8 +320,10 @@ class SSEChunkReader:
     def feed(self, data: bytes) -> list[ir.Event]:
         out: list[ir.Event] = []
         translator = self.translator
+        if self.saw_done:
+            return out
         for _event, payload in self.parser.feed_raw(data):
-            if self.saw_done or translator.ended:
+            if translator.ended:
                 break
             payload = payload.strip()
             if not payload:

@@ -8,7 +8,7 @@ use them in their own adapters and golden tests.
 
 from __future__ import annotations
 
-import uuid
+import random
 from typing import Any
 
 import orjson
@@ -52,12 +52,15 @@ EMBEDDINGS_EXTRAS = frozenset({"dimensions", "encoding_format"})
 OPENAI_SERVICE_TIERS = frozenset({"auto", "default", "flex", "priority", "scale"})
 
 
+# Ids made on every translated stream: 96 random bits as 24 hex digits, like uuid4().hex[:24]. They
+# must be unique, not unpredictable: the random module is enough (reseeded in forked workers), and
+# uuid4 costs a system call each time.
 def new_tool_id() -> str:
-    return "call_" + uuid.uuid4().hex[:24]
+    return f"call_{random.getrandbits(96):024x}"
 
 
 def new_message_id() -> str:
-    return "chatcmpl-" + uuid.uuid4().hex[:24]
+    return f"chatcmpl-{random.getrandbits(96):024x}"
 
 
 def effort_for_budget(budget: int | None) -> str | None:
