@@ -120,3 +120,17 @@ def test_serve_on_a_port_in_use_says_so_without_a_traceback(tmp_path):
         r = run("serve", "--config", str(cfg))
     assert r.returncode == 2
     assert f"cannot serve on 127.0.0.1:{port}" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_server_process_freezes_the_built_app_and_collects_young_objects_less_often():
+    import gc
+
+    from hookway.cli import _tune_gc
+    before = gc.get_threshold()
+    try:
+        _tune_gc()
+        assert gc.get_threshold() == (7000, *before[1:])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
