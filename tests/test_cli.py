@@ -201,3 +201,17 @@ def test_the_workers_flag_reaches_the_config_plugins_read(tmp_path):
     cfg.write_text("server: {workers: 1}\n")
     assert _build(str(cfg), None, None, 3)[0].server.workers == 3
     assert _build(str(cfg), None, None)[0].server.workers == 1
+
+
+def test_a_server_process_freezes_the_built_app_and_collects_young_objects_less_often():
+    import gc
+
+    from hookway.cli import _tune_gc
+    before = gc.get_threshold()
+    try:
+        _tune_gc()
+        assert gc.get_threshold() == (7000, *before[1:])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import multiprocessing
 import os
 import signal
@@ -51,6 +52,19 @@ def _build(config_path: str, host: str | None, port: int | None, workers: int | 
     return config, gateway, app
 
 
+def _tune_gc() -> None:
+    """Garbage collection for a server process whose app is built. Requests allocate and free many
+    objects, almost all by reference counting, yet with the default young-generation threshold
+    (700) their bursts start a collection every few dozen requests, each walking every live
+    request's objects: about 5% of a translated stream's CPU. A threshold ten times higher makes
+    those collections rare, and the objects of the built app (modules, plugins, config), frozen,
+    are never walked again by the full collections."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(7000, older, oldest)
+
+
 def _serve_one(config_path: str, host: str | None, port: int | None, reuse_port: bool,
                built=None, workers: int | None = None) -> int:
     from aiohttp import web
@@ -66,6 +80,7 @@ def _serve_one(config_path: str, host: str | None, port: int | None, reuse_port:
     asyncio.set_event_loop(loop)
     log.info("serving", host=config.server.host, port=config.server.port, loop=loop_name,
              pid=os.getpid(), config=config_path, version=__version__)
+    _tune_gc()
     try:
         web.run_app(app, host=config.server.host, port=config.server.port, reuse_port=reuse_port,
                     handler_cancellation=True, access_log=None, print=None, loop=loop,
