@@ -627,8 +627,7 @@ class Pipeline:
                                   ctx.response_headers or None)
 
         async def events():
-            for ev in ir.response_events(response):
-                yield ev
+            yield ir.response_events(response)   # one batch: the whole answer in one write
         return await self._stream(ctx, events(), None)
 
     async def _first_byte(self, awaitable, adapter, target: Target):
