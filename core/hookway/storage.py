@@ -8,7 +8,8 @@ disk is full"), read-only, an I/O error, or locked by another process for too lo
 * :func:`write_refused` is the management API's answer: 507 Insufficient Storage when the disk is
   full, 503 otherwise, in the Bifrost error shape (:class:`hookway.admin.AdminError`);
 * :class:`Outage` lets a writer log once when its writes start failing and once when they work
-  again, rather than once per attempt.
+  again, rather than once per attempt;
+* :func:`use_wal` switches a connection to WAL even while other workers open the same new file.
 """
 
 from __future__ import annotations
@@ -17,6 +18,21 @@ import sqlite3
 import time
 
 from .admin import AdminError
+
+
+def use_wal(conn: sqlite3.Connection, seconds: float = 30.0) -> None:
+    """``PRAGMA journal_mode=WAL`` on ``conn``. With ``--workers N`` every worker opens the same
+    new database at once, and SQLite answers this pragma "database is locked" at once rather than
+    waiting its busy timeout: try again until ``seconds`` have passed."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def unwritable(exc: BaseException) -> bool:

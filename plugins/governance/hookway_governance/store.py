@@ -55,7 +55,7 @@ class Store:
                 os.chmod(path, 0o600)   # key hashes and spend: not for every local user
             except OSError:
                 pass
-        self.db.execute("PRAGMA journal_mode=WAL")
+        storage.use_wal(self.db)
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=30000")
         self.db.executescript(SCHEMA)

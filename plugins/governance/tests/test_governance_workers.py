@@ -73,7 +73,10 @@ def two_workers(fake_upstream, tmp_path):
                 time.sleep(0.05)
             else:
                 pids.add(answer["pid"])
-        assert len(pids) == 2, f"both workers should answer, saw {pids}"
+        if len(pids) != 2:
+            proc.terminate()
+            out, _ = proc.communicate(timeout=30)
+            pytest.fail(f"both workers should answer, saw {pids}; the server said:\n{out[-4000:]}")
         yield url, tmp_path / "data" / "governance.db"
     finally:
         proc.terminate()

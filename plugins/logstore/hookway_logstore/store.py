@@ -317,7 +317,7 @@ class LogStore:
         conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
         # Before anything writes the file's header (journal_mode does): effective on a new file only.
         conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
-        conn.execute("PRAGMA journal_mode=WAL")
+        storage.use_wal(conn)
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=30000")
         return conn

@@ -36,7 +36,7 @@ class Store:
                 os.chmod(path, 0o600)
             except OSError:
                 pass
-        self.db.execute("PRAGMA journal_mode=WAL")
+        storage.use_wal(self.db)
         self.db.execute("PRAGMA busy_timeout=30000")
         self.db.executescript(SCHEMA)
 

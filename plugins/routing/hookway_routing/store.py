@@ -45,7 +45,7 @@ class RuleStore:
         self.path = path
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        storage.use_wal(self._db)
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.executescript(SCHEMA)
 

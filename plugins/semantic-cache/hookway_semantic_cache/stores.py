@@ -255,7 +255,7 @@ class SQLiteStore(Store):
     def _open(self) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5)
-        db.execute("PRAGMA journal_mode=WAL")
+        storage.use_wal(db)
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
         self.db = db
