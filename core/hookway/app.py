@@ -18,7 +18,7 @@ from typing import Any, Callable
 import structlog
 from aiohttp import web
 
-from .admin import GATEWAY_KEY, admin_only, has_admin_routes, is_loopback  # noqa: F401 (re-exported)
+from .admin import GATEWAY_KEY
 from .config import Config, ConfigError, schema_problems
 from .pipeline import LogRecord, Pipeline
 from .plugins import LoadedPlugins, load as load_plugins

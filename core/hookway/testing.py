@@ -58,7 +58,7 @@ from .pipeline import Identity
 
 __all__ = ["Reply", "FakeOpenAI", "RunningGateway", "ThreadedApp", "RecordingSink", "GatedSink",
            "HeaderIdentity", "provider_block", "fake_upstream", "fake_upstreams", "start_gateway",
-           "start_test_gateway", "refused_port", "refuse_writes", "accept_writes", "assert_write_refused"]
+           "start_test_gateway", "refused_port", "refuse_writes", "accept_writes", "assert_write_refused", "wait_until"]
 
 
 class ThreadedApp:
@@ -449,6 +449,16 @@ def refuse_writes(conn: sqlite3.Connection, how: str = "full") -> None:
         conn.execute("PRAGMA query_only = 1")
     else:
         raise ValueError(f"how: 'full' or 'read-only', not {how!r}")
+
+
+def wait_until(condition, what: str, timeout: float = 30.0) -> None:
+    """Poll ``condition()`` until it is true; fail naming ``what`` after ``timeout`` seconds (a
+    bound on a failure only: a passing test waits just as long as it needs)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
 
 
 def assert_write_refused(response, status: int, reason: str) -> None:

@@ -4,13 +4,12 @@ memory within the log queue's bounds, and are all written, in order, once the di
 from __future__ import annotations
 
 import sqlite3
-import time
 
 import httpx
 import pytest
 import structlog
 
-from hookway.testing import accept_writes, refuse_writes
+from hookway.testing import accept_writes, refuse_writes, wait_until
 
 BIG = "x" * 6000   # more than a page: a full disk refuses it (see refuse_writes)
 
@@ -18,14 +17,6 @@ BIG = "x" * 6000   # more than a page: a full disk refuses it (see refuse_writes
 def on_writer(store, fn, *args):
     """Run ``fn(connection, *args)`` on the log store's writer thread, which owns the connection."""
     return store._writer.submit(fn, store._conn, *args).result()
-
-
-def wait_for(condition, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def stored_ids(gw) -> list[str]:
@@ -60,8 +51,8 @@ def test_records_refused_by_the_disk_are_all_written_in_order_once_it_has_room(l
         on_writer(store, refuse_writes, how)
 
         ids = [send(gw, i) for i in range(30)]
-        wait_for(lambda: len(store.backlog) == 30, "30 records waiting")
-        wait_for(lambda: store.outage.failures >= 4, "retries refused by the full disk")
+        wait_until(lambda: len(store.backlog) == 30, "30 records waiting")
+        wait_until(lambda: store.outage.failures >= 4, "retries refused by the full disk")
         assert gw.api("/api/logs")["total"] == 1
         stats = gw.api("/api/logs/stats")
         assert (stats["waiting_for_disk"], stats["dropped"]) == (30, 0)
@@ -71,7 +62,7 @@ def test_records_refused_by_the_disk_are_all_written_in_order_once_it_has_room(l
         assert ("database or disk is full" if how == "full" else "readonly database") in failing["error"]
 
         on_writer(store, accept_writes)
-        wait_for(lambda: not store.backlog and gw.api("/api/logs")["total"] == 31, "every record written")
+        wait_until(lambda: not store.backlog and gw.api("/api/logs")["total"] == 31, "every record written")
         assert events(logs, "logstore_write") == ["logstore_write_failing", "logstore_write_recovered"]
         recovered = next(e for e in logs if e["event"] == "logstore_write_recovered")
         assert recovered["dropped"] == 0 and recovered["failed_attempts"] >= 4
@@ -91,7 +82,7 @@ def test_the_backlog_holds_as_many_records_as_the_log_queue_and_counts_the_rest(
         ids = []
         for i in range(8):
             ids.append(send(gw, i))
-            wait_for(lambda: len(store.backlog) + store.dropped == i + 1, f"record {i} kept or dropped")
+            wait_until(lambda: len(store.backlog) + store.dropped == i + 1, f"record {i} kept or dropped")
         assert (len(store.backlog), store.dropped) == (5, 3)
         stats = gw.api("/api/logs/stats")
         assert (stats["waiting_for_disk"], stats["dropped"]) == (5, 3)
@@ -100,7 +91,7 @@ def test_the_backlog_holds_as_many_records_as_the_log_queue_and_counts_the_rest(
         assert events(logs, "logstore_backlog_full") == ["logstore_backlog_full"]
 
         on_writer(store, accept_writes)
-        wait_for(lambda: not store.backlog, "the backlog written")
+        wait_until(lambda: not store.backlog, "the backlog written")
     assert stored_ids(gw) == ids[:5]   # the oldest are kept, the newest dropped (as the log queue does)
     recovered = next(e for e in logs if e["event"] == "logstore_write_recovered")
     assert recovered["dropped"] == 3
@@ -114,7 +105,7 @@ def test_the_backlog_is_bounded_by_content_size_like_the_log_queue(logstore_gate
     on_writer(store, refuse_writes, "full")
     for i in range(4):
         send(gw, i)
-        wait_for(lambda: len(store.backlog) + store.dropped == i + 1, f"record {i} kept or dropped")
+        wait_until(lambda: len(store.backlog) + store.dropped == i + 1, f"record {i} kept or dropped")
     assert (len(store.backlog), store.dropped) == (1, 3)
     assert 10_000 < store.backlog_chars <= 20_000
     assert gw.api("/api/logs/stats")["dropped"] == 3
@@ -126,7 +117,7 @@ def test_records_waiting_at_shutdown_are_written_if_the_disk_has_room(logstore_g
     store.retry_first = store.retry_max = 3600.0   # no retry before the shutdown
     on_writer(store, refuse_writes, "full")
     ids = [send(gw, i) for i in range(3)]
-    wait_for(lambda: len(store.backlog) == 3, "3 records waiting")
+    wait_until(lambda: len(store.backlog) == 3, "3 records waiting")
     on_writer(store, accept_writes)
     gw.stop()
     assert stored_ids(gw) == ids
@@ -139,7 +130,7 @@ def test_records_the_disk_still_refuses_at_shutdown_are_logged_as_lost(logstore_
         on_writer(store, refuse_writes, "full")
         for i in range(3):
             send(gw, i)
-        wait_for(lambda: len(store.backlog) == 3, "3 records waiting")
+        wait_until(lambda: len(store.backlog) == 3, "3 records waiting")
         gw.stop()
     lost = [e for e in logs if e["event"] == "logstore_records_lost"]
     assert len(lost) == 1 and lost[0]["count"] == 3 and lost[0]["log_level"] == "error"

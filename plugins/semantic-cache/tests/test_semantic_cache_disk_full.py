@@ -8,14 +8,13 @@ larger than a page."""
 
 from __future__ import annotations
 
-import time
 
 import httpx
 import openai
 import pytest
 import structlog
 
-from hookway.testing import Reply, accept_writes, refuse_writes
+from hookway.testing import Reply, accept_writes, refuse_writes, wait_until
 
 LONG_ANSWER = "Paris is the capital of France. " * 250   # ~8 KB: more than a page
 
@@ -37,14 +36,6 @@ def cache_stats(gw) -> dict:
     return httpx.get(gw.url + "/api/cache").json()
 
 
-def wait_for(condition, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 @pytest.mark.parametrize("how", ["full", "read-only"])
 def test_answers_the_store_refuses_are_served_and_skipped(cache_gateway, fake_upstream, how):
     with structlog.testing.capture_logs() as logs:
@@ -53,9 +44,9 @@ def test_answers_the_store_refuses_are_served_and_skipped(cache_gateway, fake_up
         on_store(gw, refuse_writes, how)
         for i in range(3):
             assert ask(gw, f"question {i}") == ("miss", LONG_ANSWER)
-        wait_for(lambda: cache_stats(gw)["store_errors"] == 3, "three failed stores")
+        wait_until(lambda: cache_stats(gw)["store_errors"] == 3, "three failed stores")
         assert ask(gw, "question 0") == ("miss", LONG_ANSWER)        # not stored: asked upstream again
-        wait_for(lambda: cache_stats(gw)["store_errors"] == 4, "a fourth failed store")
+        wait_until(lambda: cache_stats(gw)["store_errors"] == 4, "a fourth failed store")
         stats = cache_stats(gw)
         assert (stats["stored"], stats["entries"]) == (0, 0)
         failing = [e for e in logs if e["event"] == "semantic_cache_failing"]
@@ -65,7 +56,7 @@ def test_answers_the_store_refuses_are_served_and_skipped(cache_gateway, fake_up
 
         on_store(gw, accept_writes)
         assert ask(gw, "question 0") == ("miss", LONG_ANSWER)
-        wait_for(lambda: cache_stats(gw)["stored"] == 1, "the answer stored")
+        wait_until(lambda: cache_stats(gw)["stored"] == 1, "the answer stored")
         assert ask(gw, "question 0") == ("hit", LONG_ANSWER)
     recovered = [e for e in logs if e["event"] == "semantic_cache_recovered"]
     assert len(recovered) == 1 and recovered[0]["what"] == "store" and recovered[0]["failures"] == 4
@@ -76,7 +67,7 @@ def test_clearing_a_read_only_store_is_a_503(cache_gateway, fake_upstream):
     gw = cache_gateway(store={"type": "sqlite"}, embeddings=None)
     fake_upstream.responder = lambda rec: Reply(text="Paris.")
     ask(gw, "question")
-    wait_for(lambda: cache_stats(gw)["stored"] == 1, "the answer stored")
+    wait_until(lambda: cache_stats(gw)["stored"] == 1, "the answer stored")
     on_store(gw, refuse_writes, "read-only")
     r = httpx.delete(gw.url + "/api/cache")
     assert r.status_code == 503
